@@ -1,0 +1,31 @@
+# Two commands: `make lab` (JupyterLab on the notebooks) and `make test`.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+NBVAL := --nbval --nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.cfg
+LAB_ARGS ?=
+
+.PHONY: setup lab test bench clean
+
+setup: $(STAMP)
+
+# Re-runs only when the dependency list or the project metadata changed.
+$(STAMP): requirements.txt pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements.txt -e .
+	touch $(STAMP)
+
+lab: setup
+	$(VENV)/bin/jupyter lab --ServerApp.root_dir="$(CURDIR)" --LabApp.default_url=/lab/tree/notebooks $(LAB_ARGS)
+
+# Unit tests and every notebook (nbval compares each cell's output with the stored one).
+test: setup
+	$(PY) -m pytest tests notebooks $(NBVAL) -q
+
+bench: setup
+	$(PY) -m benchmarks.run
+
+clean:
+	rm -rf $(VENV) outputs

@@ -1,0 +1,119 @@
+"""Turning records into training batches: pretraining (预训练) vs SFT (有监督微调) labels.
+
+Introduced in notebook 03_label_masking (their options are the subject of notebook
+02_pad_eos_pitfalls). Both collators tokenise the same text,
+``instruct + input + label (+ eos)``, and pad it on the right; they differ only in which
+labels are set to -100 (ignored by the loss):
+
+- :class:`PretrainCollator`: only padding, as chosen by ``mask_pad``;
+- :class:`SFTCollator`: padding, and every token of the prompt ``instruct + input``.
+
+``mask_pad`` picks which padding labels become -100:
+
+- ``"position"``: where ``attention_mask`` is 0. Correct even when pad == eos (Qwen's case).
+- ``"id"``: every label equal to ``pad_token_id`` (the seed's way). When pad == eos this
+  also masks the real eos, so the model never learns to stop.
+- ``False``: padding is trained like text.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal, Sequence
+
+import torch
+
+IGNORE_INDEX = -100  # cross_entropy's default ignore_index: these labels add no loss
+MASK_PAD_CHOICES = ("position", "id", False)
+
+
+class RecordTooLongError(ValueError):
+    """A record that would lose its end (and its eos) to truncation."""
+
+
+@dataclass
+class PretrainCollator:
+    """Records -> ``input_ids``, ``attention_mask``, ``labels`` for causal-LM pretraining.
+
+    Introduced in notebook 03_label_masking. Labels are a copy of ``input_ids`` with padding
+    set to -100 according to ``mask_pad``; the one-token shift (position t predicts token
+    t+1) happens inside the model's loss, not here. Rows are padded on the right to the
+    longest row. A record longer than ``max_length`` (default: the tokenizer's
+    ``model_max_length``) raises :class:`RecordTooLongError` instead of being truncated,
+    since truncation would cut off the eos that teaches the model to stop.
+    """
+
+    tokenizer: Any
+    append_eos: bool = True  # end every text with eos so the model learns to stop
+    mask_pad: Literal["position", "id", False] = "position"  # see the module docstring
+    max_length: int | None = None  # longest allowed record in tokens; None: model_max_length
+
+    def __post_init__(self):
+        if self.mask_pad not in MASK_PAD_CHOICES:
+            raise ValueError(f"mask_pad must be one of {MASK_PAD_CHOICES}, got {self.mask_pad!r}")
+        if self.tokenizer.pad_token_id is None:
+            raise ValueError("the tokenizer has no pad token: set tokenizer.pad_token first")
+        if self.append_eos and self.tokenizer.eos_token_id is None:
+            raise ValueError("append_eos=True needs a tokenizer with an eos token")
+
+    def text(self, record: dict) -> str:
+        """The training text of one record: ``instruct + input + label (+ eos)``."""
+        eos = self.tokenizer.eos_token if self.append_eos else ""
+        return record["instruct"] + record["input"] + record["label"] + eos
+
+    def __call__(self, records: Sequence[dict]) -> dict[str, torch.Tensor]:
+        rows = [self._encode(index, record) for index, record in enumerate(records)]
+        width = max(len(ids) for ids, _ in rows)
+        pad_id = self.tokenizer.pad_token_id
+        input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+        attention_mask = torch.zeros((len(rows), width), dtype=torch.long)
+        labels = torch.full((len(rows), width), pad_id, dtype=torch.long)
+        for row, (ids, row_labels) in enumerate(rows):
+            input_ids[row, : len(ids)] = torch.tensor(ids)
+            attention_mask[row, : len(ids)] = 1
+            labels[row, : len(ids)] = torch.tensor(row_labels)
+        if self.mask_pad == "position":
+            labels[attention_mask == 0] = IGNORE_INDEX
+        elif self.mask_pad == "id":
+            labels[labels == pad_id] = IGNORE_INDEX
+        return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
+
+    def _encode(self, index: int, record: dict) -> tuple[list[int], list[int]]:
+        """Token ids and (before padding) labels of one record."""
+        encoding = self.tokenizer(self.text(record), return_offsets_mapping=True)
+        ids = encoding["input_ids"]
+        limit = self.max_length or self.tokenizer.model_max_length
+        if len(ids) > limit:
+            raise RecordTooLongError(
+                f"record {index} is {len(ids)} tokens long, more than max_length={limit}: "
+                "truncating it would cut off its end and its eos, so the model would not learn "
+                "to stop. Shorten or split the record, or raise max_length."
+            )
+        return ids, self.labels_for(record, ids, encoding["offset_mapping"])
+
+    def labels_for(self, record: dict, ids: list[int], offsets: list[tuple[int, int]]) -> list[int]:
+        """Pretraining trains every token of the text."""
+        return list(ids)
+
+
+class SFTCollator(PretrainCollator):
+    """Like :class:`PretrainCollator`, but the prompt ``instruct + input`` is not trained.
+
+    Introduced in notebook 03_label_masking. The mask comes from the character offsets of
+    the *joint* tokenisation: a token is masked when it ends at or before the prompt's last
+    character. Tokenising the prompt alone and masking that many tokens (the Alpaca-style
+    shortcut) goes wrong when BPE merges characters across the prompt/response boundary.
+
+    A token that straddles the boundary (it starts in the prompt and ends in the response)
+    is *trained*: the model cannot produce the response without emitting that token, so
+    masking it would leave the response's first characters unlearned. The price is that a
+    few prompt characters inside that one token are learned too. Special tokens the
+    tokenizer adds in front (a bos, offsets (0, 0)) count as prompt.
+    """
+
+    def labels_for(self, record: dict, ids: list[int], offsets: list[tuple[int, int]]) -> list[int]:
+        prompt_end = len(record["instruct"] + record["input"])
+        return [
+            IGNORE_INDEX if end <= prompt_end else token_id
+            for token_id, (_, end) in zip(ids, offsets)
+        ]

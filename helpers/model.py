@@ -1,0 +1,69 @@
+"""The tiny Qwen2 model the series trains by default, and loading a real one.
+
+Introduced in notebook 02_pad_eos_pitfalls (first trained there); notebooks 04 and 05 save
+and reload it. The tiny model has Qwen2.5's architecture and its 151,936-row vocabulary
+but a 64-wide, 2-layer body: 9.85 M parameters, almost all in the (tied) embedding.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass
+
+import torch
+from transformers import AutoModelForCausalLM, Qwen2Config, Qwen2ForCausalLM
+
+from .tokenizer import FIRST_ADDED_ID
+
+
+@dataclass(frozen=True)
+class TinyQwenConfig:
+    """Shape of the default model. Only the body shrinks; vocabulary and conventions are Qwen2.5's."""
+
+    vocab_size: int = 151936  # Qwen2.5's embedding rows (more than the tokenizer's 151,665 tokens)
+    hidden_size: int = 64  # Qwen2.5-0.5B: 896
+    num_hidden_layers: int = 2  # Qwen2.5-0.5B: 24
+    num_attention_heads: int = 4  # Qwen2.5-0.5B: 14
+    num_key_value_heads: int = 2  # grouped-query attention, as in Qwen2.5-0.5B (2)
+    intermediate_size: int = 256  # SwiGLU width; Qwen2.5-0.5B: 4864
+    max_position_embeddings: int = 2048  # the poems are under 60 tokens
+    rope_theta: float = 1_000_000.0  # Qwen2.5's rotary base
+    rms_norm_eps: float = 1e-6  # Qwen2.5's
+    tie_word_embeddings: bool = True  # the output layer reuses the embedding matrix, as in 0.5B
+
+    def to_qwen2_config(self, pad_token_id: int = FIRST_ADDED_ID) -> Qwen2Config:
+        fields = asdict(self)
+        rope_theta = fields.pop("rope_theta")
+        return Qwen2Config(
+            **fields,
+            rope_parameters={"rope_type": "default", "rope_theta": rope_theta},
+            bos_token_id=FIRST_ADDED_ID,
+            eos_token_id=FIRST_ADDED_ID,
+            pad_token_id=pad_token_id,
+        )
+
+
+def load_model(name_or_path: str | os.PathLike | None = None, tokenizer=None, seed: int = 0):
+    """The causal LM the series trains.
+
+    Introduced in notebook 02_pad_eos_pitfalls.
+
+    - ``None``: a tiny random-init Qwen2 model (:class:`TinyQwenConfig`); the same ``seed``
+      gives the same weights.
+    - a local directory or hub id: ``AutoModelForCausalLM.from_pretrained`` (safetensors,
+      no remote code).
+
+    With a ``tokenizer``, the model's pad and eos ids follow the tokenizer's, so
+    ``generate`` pads and stops consistently with the data.
+    """
+    if name_or_path is None:
+        pad_id = tokenizer.pad_token_id if tokenizer is not None else FIRST_ADDED_ID
+        torch.manual_seed(seed)
+        model = Qwen2ForCausalLM(TinyQwenConfig().to_qwen2_config(pad_token_id=pad_id))
+    else:
+        model = AutoModelForCausalLM.from_pretrained(name_or_path, use_safetensors=True)
+    if tokenizer is not None:
+        model.config.pad_token_id = tokenizer.pad_token_id
+        model.generation_config.pad_token_id = tokenizer.pad_token_id
+        model.generation_config.eos_token_id = tokenizer.eos_token_id
+    return model

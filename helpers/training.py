@@ -1,0 +1,101 @@
+"""Training a causal LM on the records with the transformers ``Trainer``.
+
+Introduced in notebook 02_pad_eos_pitfalls (which trains one model per pitfall); notebook
+04_full_parameter_training walks through the same arguments one by one.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from dataclasses import dataclass, field
+
+import torch
+from transformers import PrinterCallback, ProgressCallback, Trainer, TrainerCallback, TrainingArguments
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """The default recipe: the tiny model memorises the five poems from random init."""
+
+    num_train_epochs: int = 40  # passes over the five records
+    per_device_train_batch_size: int = 2  # as in the seed: 3 optimizer steps per epoch
+    learning_rate: float = 5e-3  # high, because the tiny model starts from random weights;
+    #                              the pretrained 0.5B model fine-tunes with about 1e-5
+    lr_scheduler_type: str = "constant"  # no decay: the run is short
+    warmup_steps: int = 0  # optimizer steps of linear warm-up
+    weight_decay: float = 0.0  # AdamW's decoupled decay; memorisation needs none
+    seed: int = 0  # shuffling order of the records (and dropout, which Qwen2 does not use)
+    print_loss: bool = True  # print each epoch's mean loss at fixed precision
+
+
+@dataclass
+class TrainResult:
+    """What one training run produced."""
+
+    model: torch.nn.Module  # the trained model (the object passed in, trained in place)
+    epoch_losses: list[float] = field(default_factory=list)  # mean training loss per epoch
+    steps: int = 0  # optimizer steps taken
+    seconds: float = 0.0  # wall time of trainer.train()
+
+
+class EpochLossPrinter(TrainerCallback):
+    """Collects (and optionally prints) the loss the Trainer logs once per epoch."""
+
+    def __init__(self, print_loss: bool):
+        self.print_loss = print_loss
+        self.losses: list[float] = []
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if logs and "loss" in logs:
+            self.losses.append(float(logs["loss"]))
+            if self.print_loss:
+                print(f"epoch {round(state.epoch):3d}  step {state.global_step:4d}  loss {logs['loss']:.3f}")
+
+
+def training_arguments(config: TrainConfig, output_dir: str) -> TrainingArguments:
+    """The ``TrainingArguments`` of a run: CUDA (bf16 where supported) when present, else CPU."""
+    on_gpu = torch.cuda.is_available()
+    return TrainingArguments(
+        output_dir=output_dir,
+        num_train_epochs=config.num_train_epochs,
+        per_device_train_batch_size=config.per_device_train_batch_size,
+        learning_rate=config.learning_rate,
+        lr_scheduler_type=config.lr_scheduler_type,
+        warmup_steps=config.warmup_steps,
+        weight_decay=config.weight_decay,
+        seed=config.seed,
+        logging_strategy="epoch",
+        save_strategy="no",  # checkpoints are saved explicitly with save_pretrained
+        report_to="none",
+        disable_tqdm=True,  # progress bars are timings: the loss printer shows progress instead
+        remove_unused_columns=False,  # the collator needs the raw record fields
+        bf16=on_gpu and torch.cuda.is_bf16_supported(),
+        dataloader_pin_memory=on_gpu,
+    )
+
+
+def train(model, tokenizer, records, collator, config: TrainConfig = TrainConfig(), output_dir=None) -> TrainResult:
+    """Train ``model`` in place on ``records`` batched by ``collator``; returns the losses.
+
+    Introduced in notebook 02_pad_eos_pitfalls. ``output_dir`` only receives what the
+    Trainer writes itself (nothing, with ``save_strategy="no"``); a temporary directory by
+    default.
+    """
+    printer = EpochLossPrinter(config.print_loss)
+    with tempfile.TemporaryDirectory() as scratch:
+        trainer = Trainer(
+            model=model,
+            args=training_arguments(config, output_dir or scratch),
+            train_dataset=records,
+            data_collator=collator,
+            processing_class=tokenizer,
+            callbacks=[printer],
+        )
+        trainer.remove_callback(PrinterCallback)
+        trainer.remove_callback(ProgressCallback)
+        start = time.perf_counter()
+        output = trainer.train()
+        seconds = time.perf_counter() - start
+    model.eval()
+    return TrainResult(model=model, epoch_losses=printer.losses, steps=output.global_step, seconds=seconds)
