@@ -101,8 +101,9 @@ class SFTCollator(PretrainCollator):
 
     Introduced in notebook 03_label_masking. The mask comes from the character offsets of
     the *joint* tokenisation: a token is masked when it ends at or before the prompt's last
-    character. Tokenising the prompt alone and masking that many tokens (the Alpaca-style
-    shortcut) goes wrong when BPE merges characters across the prompt/response boundary.
+    character (counting characters that NFC normalisation folded into it). Tokenising the
+    prompt alone and masking that many tokens (the Alpaca-style shortcut) goes wrong when
+    BPE merges characters across the prompt/response boundary.
 
     A token that straddles the boundary (it starts in the prompt and ends in the response)
     is *trained*: the model cannot produce the response without emitting that token, so
@@ -113,7 +114,12 @@ class SFTCollator(PretrainCollator):
 
     def labels_for(self, record: dict, ids: list[int], offsets: list[tuple[int, int]]) -> list[int]:
         prompt_end = len(record["instruct"] + record["input"])
+        # A token also owns any characters between its end and the next token's start:
+        # characters that normalisation folded into it (NFC joins "e" + U+0301 into "é",
+        # and the offsets then cover only the "e"). Without this, a response starting with
+        # a combining mark would hide inside a prompt-looking token and never be trained.
+        next_starts = [start for start, _ in offsets[1:]] + [0]
         return [
-            IGNORE_INDEX if end <= prompt_end else token_id
-            for token_id, (_, end) in zip(ids, offsets)
+            IGNORE_INDEX if max(end, next_start) <= prompt_end else token_id
+            for token_id, (_, end), next_start in zip(ids, offsets, next_starts)
         ]

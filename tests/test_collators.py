@@ -1,3 +1,5 @@
+import unicodedata
+
 import pytest
 import torch
 
@@ -64,3 +66,197 @@ def test_too_long_record_is_refused_not_truncated(tokenizer, records):
     collator = PretrainCollator(tokenizer, max_length=20)
     with pytest.raises(RecordTooLongError, match=r"record 1 is 31 tokens long, more than max_length=20.*eos"):
         collator([{**records[1], "input": ""}, records[1]])
+
+
+# --- SFT masking at the prompt/response boundary -------------------------------------------
+#
+# Byte-level BPE may merge characters across the prompt/response boundary. The Alpaca-style
+# shortcut (tokenise the prompt alone, mask that many tokens) then masks the wrong tokens; the
+# SFTCollator's mask comes from the joint tokenisation's character offsets instead.
+
+
+def prompt_length_labels(tokenizer, record):
+    """The Alpaca-style shortcut: mask as many tokens as the prompt has when tokenised alone."""
+    text = record["instruct"] + record["input"] + record["label"] + tokenizer.eos_token
+    ids = tokenizer(text)["input_ids"]
+    n_prompt = len(tokenizer(record["instruct"] + record["input"])["input_ids"])
+    return [IGNORE_INDEX] * n_prompt + ids[n_prompt:]
+
+
+def trained_pieces(tokenizer, labels):
+    return [tokenizer.decode([t]) for t in labels if t != IGNORE_INDEX]
+
+
+def sft_labels(tokenizer, record):
+    return SFTCollator(tokenizer)([record])["labels"][0].tolist()
+
+
+EOS = "<|endoftext|>"
+# (record, what the offset mask trains, what the prompt-length shortcut trains)
+BOUNDARY_CASES = {
+    # over-masking: " wor" + "d" merge into " word"; the shortcut masks it, so the response's
+    # first character is never trained
+    "prompt ends mid-word": (
+        {"instruct": "Write the wor", "input": "", "label": "d count of this sentence."},
+        [" word", " count", " of", " this", " sentence", ".", EOS],
+        [" count", " of", " this", " sentence", ".", EOS],
+    ),
+    # over-masking: a trailing space is its own token alone, but joins the answer's first word
+    "prompt ends in a space": (
+        {"instruct": "Answer: ", "input": "", "label": "yes"},
+        [" yes", EOS],
+        [EOS],
+    ),
+    # under-masking: " unwrap" is one token alone, but " unw" + "r" + "apping" jointly; the
+    # shortcut masks only one token's worth and trains "r", which is prompt text
+    "prompt word re-split": (
+        {"instruct": "Finish the word: ", "input": "unwrap", "label": "ping"},
+        ["apping", EOS],
+        ["r", "apping", EOS],
+    ),
+    # Chinese: "一" (prompt) + "首" (response) merge into "一首"
+    "Chinese merge": (
+        {"instruct": "请你给哪吒写一", "input": "", "label": "首诗：红绫缠腕。"},
+        ["一首", "诗", "：", "红", "绫", "缠", "腕", "。", EOS],
+        ["诗", "：", "红", "绫", "缠", "腕", "。", EOS],
+    ),
+}
+
+
+@pytest.mark.parametrize("case", BOUNDARY_CASES)
+def test_boundary_merge_offset_mask_vs_prompt_length_shortcut(tokenizer, case):
+    record, offset_trained, shortcut_trained = BOUNDARY_CASES[case]
+    labels = sft_labels(tokenizer, record)
+    shortcut = prompt_length_labels(tokenizer, record)
+    assert trained_pieces(tokenizer, labels) == offset_trained
+    assert trained_pieces(tokenizer, shortcut) == shortcut_trained
+    assert labels != shortcut
+
+
+@pytest.mark.parametrize("case", BOUNDARY_CASES)
+def test_straddling_token_is_trained_and_is_the_only_prompt_text_trained(tokenizer, case):
+    """The documented policy: the one token that starts in the prompt and ends in the
+    response is trained; every other trained token lies wholly in the response."""
+    record = BOUNDARY_CASES[case][0]
+    prompt = record["instruct"] + record["input"]
+    text = prompt + record["label"] + tokenizer.eos_token
+    encoding = tokenizer(text, return_offsets_mapping=True)
+    labels = sft_labels(tokenizer, record)
+    straddlers = [i for i, (s, e) in enumerate(encoding["offset_mapping"]) if s < len(prompt) < e]
+    assert len(straddlers) == 1
+    first_trained = next(i for i, t in enumerate(labels) if t != IGNORE_INDEX)
+    assert first_trained == straddlers[0]
+    start = encoding["offset_mapping"][first_trained][0]
+    # trained text = the straddler's prompt characters + the whole response + eos
+    assert tokenizer.decode([t for t in labels if t != IGNORE_INDEX]) == text[start:]
+    assert 0 < len(prompt) - start < len(text[start:])
+
+
+SPLIT_TEXTS = [
+    "请你给哪吒写一首诗：哪吒降世，意气飞扬。\n逆天改命，破障冲霄。红绫缠腕，风火踏浪。",
+    "Q: What's the capital of France?\nA: Paris, of course!  It's 2,140,526 people.",
+    "def unwrap(x):\n    return x  # workaround for covariances",
+]
+
+
+@pytest.mark.parametrize("text", SPLIT_TEXTS)
+def test_mask_is_exact_at_every_split_point(tokenizer, text):
+    """Split the same text into prompt + response at every character: masked tokens lie
+    wholly in the prompt, trained ones end in the response, and the trained text always
+    ends with the whole response."""
+    for cut in range(1, len(text)):
+        record = {"instruct": text[:cut], "input": "", "label": text[cut:]}
+        encoding = tokenizer(text + tokenizer.eos_token, return_offsets_mapping=True)
+        labels = sft_labels(tokenizer, record)
+        for label, (start, end) in zip(labels, encoding["offset_mapping"]):
+            assert (end <= cut) == (label == IGNORE_INDEX), (cut, start, end)
+        trained = tokenizer.decode([t for t in labels if t != IGNORE_INDEX])
+        assert trained.endswith(text[cut:] + tokenizer.eos_token)
+
+
+def test_shortcut_happens_to_agree_on_the_seed_records(tokenizer, records):
+    """The seed's boundaries ("...：" + poem) do not merge, so the shortcut would have
+    worked on this data; the tests above show data where it does not."""
+    for record in records:
+        assert sft_labels(tokenizer, record) == prompt_length_labels(tokenizer, record)
+
+
+def test_response_starting_with_a_combining_mark(tokenizer):
+    """NFC joins the prompt's "e" and the response's U+0301 into one "é" token whose offsets
+    cover only the "e": the token still straddles the boundary, so it is trained."""
+    record = {"instruct": "Cafe", "input": "", "label": "\u0301 au lait"}
+    assert trained_pieces(tokenizer, sft_labels(tokenizer, record)) == ["é", " au", " la", "it", EOS]
+
+
+def test_decomposed_prompt_is_masked_exactly(tokenizer):
+    record = {"instruct": unicodedata.normalize("NFD", "Résumé:"), "input": "", "label": " café"}
+    assert trained_pieces(tokenizer, sft_labels(tokenizer, record)) == [" café", EOS]
+
+
+def test_characters_split_into_byte_tokens(tokenizer):
+    """A rare character is several byte-level tokens sharing one character span: all of the
+    prompt's pieces are masked, all of the response's trained."""
+    record = {"instruct": "写：\U00020000", "input": "", "label": "\U00020001好"}
+    labels = sft_labels(tokenizer, record)
+    ids = tokenizer("写：\U00020000")["input_ids"]
+    assert len(ids) > 3  # the CJK Extension B character takes more than one token
+    assert labels[: len(ids)] == [IGNORE_INDEX] * len(ids)
+    assert tokenizer.decode([t for t in labels if t != IGNORE_INDEX]) == "\U00020001好" + EOS
+
+
+def test_a_bos_added_by_the_tokenizer_counts_as_prompt(tokenizer, fresh_tokenizer, records):
+    """Tokenizers that prepend a bos give it offsets (0, 0): it is masked with the prompt."""
+    from tokenizers import processors
+
+    bos = "<|im_start|>"  # stands in for a bos: any special token the post-processor adds
+    fresh_tokenizer.backend_tokenizer.post_processor = processors.TemplateProcessing(
+        single=f"{bos} $A", special_tokens=[(bos, fresh_tokenizer.convert_tokens_to_ids(bos))]
+    )
+    plain = SFTCollator(tokenizer)([records[1]])["labels"][0].tolist()
+    with_bos = SFTCollator(fresh_tokenizer)([records[1]])["labels"][0].tolist()
+    assert with_bos == [IGNORE_INDEX] + plain
+
+
+# --- counts, padding and length ---------------------------------------------------------------
+
+
+def test_trained_token_counts_per_record(pad_tokenizer, records):
+    """Notebook 03's table: pretraining trains every real token, SFT only label + eos."""
+    pretrain = PretrainCollator(pad_tokenizer)(records)
+    sft = SFTCollator(pad_tokenizer)(records)
+    assert pretrain["attention_mask"].sum(1).tolist() == [48, 31, 38, 29, 48]
+    assert (pretrain["labels"] != IGNORE_INDEX).sum(1).tolist() == [48, 31, 38, 29, 48]
+    assert (sft["labels"] != IGNORE_INDEX).sum(1).tolist() == [21, 11, 15, 10, 21]
+    for row, record in enumerate(records):
+        assert (sft["labels"][row] != IGNORE_INDEX).sum() == len(pad_tokenizer(record["label"])["input_ids"]) + 1
+
+
+def test_sft_batch_pads_like_pretraining(pad_tokenizer, records):
+    pretrain = PretrainCollator(pad_tokenizer)(records[:2])
+    sft = SFTCollator(pad_tokenizer)(records[:2])
+    assert torch.equal(sft["input_ids"], pretrain["input_ids"])
+    assert torch.equal(sft["attention_mask"], pretrain["attention_mask"])
+    assert (sft["labels"][pretrain["attention_mask"] == 0] == IGNORE_INDEX).all()
+    # wherever SFT trains, it trains the same label as pretraining
+    trained = sft["labels"] != IGNORE_INDEX
+    assert torch.equal(sft["labels"][trained], pretrain["labels"][trained])
+
+
+def test_sft_with_mask_pad_id_also_loses_the_eos_when_pad_is_eos(tokenizer, records):
+    labels = SFTCollator(tokenizer, mask_pad="id")(records[:1])["labels"][0]
+    assert labels[-1] == IGNORE_INDEX  # the eos: never learned, so the model never stops
+    assert SFTCollator(tokenizer)(records[:1])["labels"][0, -1] == EOS_ID
+
+
+def test_record_at_the_limit_keeps_its_eos(tokenizer, records):
+    for collator_class in (PretrainCollator, SFTCollator):
+        batch = collator_class(tokenizer, max_length=len(RECORD_0_IDS))(records[:1])
+        assert batch["input_ids"][0, -1] == EOS_ID == batch["labels"][0, -1]
+        with pytest.raises(RecordTooLongError, match="record 0 is 48 tokens long"):
+            collator_class(tokenizer, max_length=len(RECORD_0_IDS) - 1)(records[:1])
+
+
+def test_default_limit_is_the_tokenizers_model_max_length(fresh_tokenizer, records):
+    fresh_tokenizer.model_max_length = 40
+    with pytest.raises(RecordTooLongError, match="max_length=40"):
+        SFTCollator(fresh_tokenizer)(records[:1])
