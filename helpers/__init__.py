@@ -13,7 +13,19 @@ from .tokenizer import load_tokenizer
 from .training import TrainConfig, TrainResult, train
 from .chat_templates import CHAT_FAMILIES, GEMMA, LLAMA3, QWEN25, QWEN_TRAINING_TEMPLATE, ChatFamily, record_to_messages
 from .plotting import plot_label_grid
-
+from .memory import (
+    GB, SCHEMES, MeasuredMemory, MemoryEstimate, count_parameters, count_parameters_on_meta,
+    estimate_training_memory, measure_training_memory, plot_estimate_vs_measured, qwen25_05b_config,
+    saved_activation_bytes,
+)
+from .checkpoints import (
+    PRETRAINED_LEARNING_RATE, Checkpoint, checkpoint_dirs, has_checkpoint, load_checkpoint, load_or_train,
+    recipe, save_checkpoint, train_both,
+)
+from .pitfalls import (
+    VARIANTS, Measurement, Variant, VariantRun, add_pad_token, describe_run, ensure_embedding_rows, measure,
+    next_token_probability, results_table, train_variant,
+)
 
 __all__ = [
     "DataError", "Generation", "IGNORE_INDEX", "MODEL_ENV_VAR", "PretrainCollator",
@@ -23,4 +35,15 @@ __all__ = [
 __all__ += [  # notebooks 01_chat_templates and 03_label_masking
     "CHAT_FAMILIES", "ChatFamily", "GEMMA", "LLAMA3", "QWEN25", "QWEN_TRAINING_TEMPLATE",
     "plot_label_grid", "record_to_messages",
+]
+__all__ += [  # notebooks 04_full_parameter_training and 05_inference
+    "Checkpoint", "GB", "MeasuredMemory", "MemoryEstimate", "PRETRAINED_LEARNING_RATE", "SCHEMES",
+    "checkpoint_dirs", "count_parameters", "count_parameters_on_meta", "estimate_training_memory",
+    "has_checkpoint", "load_checkpoint", "load_or_train", "measure_training_memory",
+    "plot_estimate_vs_measured", "qwen25_05b_config", "recipe", "save_checkpoint",
+    "saved_activation_bytes", "train_both",
+]
+__all__ += [  # notebook 02_pad_eos_pitfalls
+    "Measurement", "VARIANTS", "Variant", "VariantRun", "add_pad_token", "describe_run",
+    "ensure_embedding_rows", "measure", "next_token_probability", "results_table", "train_variant",
 ]

@@ -70,17 +70,20 @@ def training_arguments(config: TrainConfig, output_dir: str) -> TrainingArgument
         report_to="none",
         disable_tqdm=True,  # progress bars are timings: the loss printer shows progress instead
         remove_unused_columns=False,  # the collator needs the raw record fields
+        ddp_find_unused_parameters=False,  # Qwen2 uses every parameter (accelerate launch, DDP)
         bf16=on_gpu and torch.cuda.is_bf16_supported(),
         dataloader_pin_memory=on_gpu,
     )
 
 
-def train(model, tokenizer, records, collator, config: TrainConfig = TrainConfig(), output_dir=None) -> TrainResult:
+def train(
+    model, tokenizer, records, collator, config: TrainConfig = TrainConfig(), output_dir=None, callbacks=()
+) -> TrainResult:
     """Train ``model`` in place on ``records`` batched by ``collator``; returns the losses.
 
     Introduced in notebook 02_pad_eos_pitfalls. ``output_dir`` only receives what the
     Trainer writes itself (nothing, with ``save_strategy="no"``); a temporary directory by
-    default.
+    default. ``callbacks`` are extra ``TrainerCallback``s (the benchmarks check recall with one).
     """
     printer = EpochLossPrinter(config.print_loss)
     with tempfile.TemporaryDirectory() as scratch:
@@ -90,7 +93,7 @@ def train(model, tokenizer, records, collator, config: TrainConfig = TrainConfig
             train_dataset=records,
             data_collator=collator,
             processing_class=tokenizer,
-            callbacks=[printer],
+            callbacks=[printer, *callbacks],
         )
         trainer.remove_callback(PrinterCallback)
         trainer.remove_callback(ProgressCallback)

@@ -1,0 +1,1 @@
+"""`make bench`: the figures that keep the series fast and exact (see benchmarks/run.py)."""

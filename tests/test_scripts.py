@@ -1,0 +1,145 @@
+"""scripts/: the 0.5B-shape training script on a CPU (shrunken with --tiny) and the
+``accelerate launch`` script on two CPU processes (DDP over gloo)."""
+
+import json
+import math
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from helpers import TrainConfig, load_checkpoint, load_records
+from helpers.memory import estimate_training_memory
+
+ROOT = Path(__file__).resolve().parent.parent
+SCRIPTS = ROOT / "scripts"
+ACCELERATE = Path(sys.executable).parent / "accelerate"
+TINY_PARAMS = 9_847_360
+sys.path.insert(0, str(SCRIPTS))
+
+import accelerate_train  # noqa: E402
+import train_qwen05b_shape  # noqa: E402
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def last_json_line(stdout: str) -> dict:
+    return json.loads(stdout.strip().splitlines()[-1])
+
+
+def test_shape_script_cli_prints_a_json_line_with_memory_and_speed():
+    out = subprocess.run(
+        [sys.executable, str(SCRIPTS / "train_qwen05b_shape.py"), "--tiny", "--steps", "2",
+         "--warmup-steps", "1", "--seq-len", "32", "--batch-size", "2"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )
+    assert out.returncode == 0, out.stderr
+    result = last_json_line(out.stdout)
+    assert result["model"] == "tiny" and result["n_params"] == TINY_PARAMS
+    assert result["device"] == "cpu" and result["precision"] == "fp32"
+    assert result["estimate_bytes"] == 16 * TINY_PARAMS
+    assert abs(result["measured_state_bytes"] - result["estimate_bytes"]) <= 0.02 * result["estimate_bytes"]
+    assert result["peak_allocated_bytes"] is None  # CUDA only
+    assert result["tokens_per_second"] > 0 and math.isfinite(result["last_loss"])
+    assert "tokens/s" in out.stdout and "training state: estimate" in out.stdout
+
+
+@pytest.mark.parametrize("precision, bytes_per_param", [("bf16", 8), ("autocast-bf16", 16)])
+def test_shape_script_matches_the_estimate_to_the_precision(precision, bytes_per_param):
+    result = train_qwen05b_shape.main(["--tiny", "--steps", "2", "--warmup-steps", "0", "--seq-len", "16",
+                                       "--batch-size", "2", "--precision", precision, "--device", "cpu",
+                                       "--lr", "1e-2"])  # big enough to survive bf16 rounding
+    assert result["estimate_bytes"] == bytes_per_param * TINY_PARAMS
+    assert abs(result["measured_state_bytes"] - result["estimate_bytes"]) <= 0.02 * result["estimate_bytes"]
+    assert result["last_loss"] < result["first_loss"]  # it trains
+
+
+def test_shape_script_refuses_nonsense_sizes():
+    with pytest.raises(SystemExit):
+        train_qwen05b_shape.parse_args(["--steps", "0"])
+
+
+def test_packed_batches_are_the_poems_cut_into_rows(tokenizer):
+    batches = train_qwen05b_shape.packed_batches(tokenizer, batch_size=3, seq_len=50)
+    first, second = next(batches), next(batches)
+    assert first["input_ids"].shape == (3, 50) and torch.equal(first["input_ids"], first["labels"])
+    text = tokenizer.decode(first["input_ids"][0])
+    assert text.startswith(load_records()[0]["instruct"]) and "<|endoftext|>" in tokenizer.decode(first["input_ids"].flatten())
+    assert not torch.equal(first["input_ids"], second["input_ids"])  # the stream moves on
+
+
+def test_accelerate_configs_parse_and_name_real_classes():
+    from accelerate.commands.config.config_args import load_config_from_file
+    from transformers.models.qwen2 import modeling_qwen2
+
+    ddp = load_config_from_file(str(SCRIPTS / "accelerate" / "ddp.yaml"))
+    fsdp = load_config_from_file(str(SCRIPTS / "accelerate" / "fsdp.yaml"))
+    assert str(ddp.distributed_type).endswith("MULTI_GPU") and ddp.num_processes == 2
+    assert str(fsdp.distributed_type).endswith("FSDP")
+    assert fsdp.fsdp_config["fsdp_version"] == 2
+    assert hasattr(modeling_qwen2, fsdp.fsdp_config["fsdp_transformer_layer_cls_to_wrap"])
+
+
+def test_accelerate_launch_trains_ddp_on_two_cpu_processes(tmp_path):
+    # `accelerate launch --cpu --num_processes 2` starts ONE process (multi-CPU goes through
+    # mpirun, not installed here). The torchrun-based launcher of ddp.yaml starts two, and
+    # ACCELERATE_USE_CPU=true makes the Trainer's accelerator run them on the CPU over gloo.
+    epochs = 2
+    env = dict(os.environ, ACCELERATE_USE_CPU="true", OMP_NUM_THREADS="1")
+    out = subprocess.run(
+        [str(ACCELERATE), "launch", "--config_file", str(SCRIPTS / "accelerate" / "ddp.yaml"),
+         "--num_processes", "2", "--main_process_port", str(free_port()),
+         str(SCRIPTS / "accelerate_train.py"), "--epochs", str(epochs), "--output-dir", str(tmp_path / "sft")],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    result = last_json_line(out.stdout)
+    assert result["world_size"] == 2 and result["backend"] == "gloo"
+    assert result["distributed_type"] == "MULTI_CPU" and result["device"] == "cpu"
+    # each step takes one batch per process: half as many batches per epoch as on one process
+    batch = TrainConfig().per_device_train_batch_size
+    assert result["steps"] == epochs * math.ceil(len(load_records()) / (2 * batch))
+    assert len(result["epoch_losses"]) == epochs and result["epoch_losses"][-1] < result["epoch_losses"][0]
+    digests = result["weights_digest_per_rank"]
+    assert len(digests) == 2 and digests[0] == digests[1]  # DDP replicas stayed identical
+    saved = load_checkpoint(tmp_path / "sft")  # the main process saved model + tokenizer
+    saved_digest = accelerate_train.weights_digest(saved.model.state_dict())
+    assert saved_digest == digests[0]
+
+
+def test_fsdp_sharded_weights_are_gathered_and_saved_whole(tokenizer, tmp_path, monkeypatch):
+    """The FSDP save path of accelerate_train.py, on one gloo process: accelerate itself
+    will not run FSDP on CPU processes, but FSDP2's fully_shard does."""
+    import torch.distributed as dist
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.fsdp import fully_shard
+
+    from helpers import load_model, save_checkpoint
+
+    for name, value in dict(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(free_port()), RANK="0", WORLD_SIZE="1").items():
+        monkeypatch.setenv(name, value)
+    dist.init_process_group("gloo")
+    try:
+        model = load_model(tokenizer=tokenizer, seed=5)
+        original = {name: tensor.clone() for name, tensor in model.state_dict().items()}
+        assert not accelerate_train.is_sharded(model)
+        mesh = init_device_mesh("cpu", (1,))
+        for layer in model.model.layers:
+            fully_shard(layer, mesh=mesh)
+        fully_shard(model, mesh=mesh)
+        assert accelerate_train.is_sharded(model)
+        state_dict = accelerate_train.gathered_state_dict(model)
+        assert all(torch.equal(state_dict[name], original[name]) for name in original)
+        save_checkpoint(model, tokenizer, tmp_path / "fsdp", state_dict=state_dict)
+    finally:
+        dist.destroy_process_group()
+    reloaded = load_checkpoint(tmp_path / "fsdp").model.state_dict()
+    assert all(torch.equal(reloaded[name], original[name]) for name in original)
