@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .tokenizer import DEFAULT_SYSTEM_PROMPT, QWEN_CHAT_TEMPLATE
+from .tokenizer import CHATML_GENERATION_PROMPT, CHATML_SYSTEM_TURN, QWEN_CHAT_TEMPLATE
 
 
 @dataclass(frozen=True)
@@ -117,12 +117,8 @@ CHAT_FAMILIES = (QWEN25, LLAMA3, GEMMA)
 #: (``add_generation_prompt``), so it stays outside; so does the ``\n`` after ``<|im_end|>``,
 #: which generation never reaches. Renders the same text as ``QWEN_CHAT_TEMPLATE``.
 QWEN_TRAINING_TEMPLATE = (
-    "{%- if messages[0]['role'] == 'system' %}"
-    "{{- '<|im_start|>system\\n' + messages[0]['content'] + '<|im_end|>\\n' }}"
-    "{%- else %}"
-    "{{- '<|im_start|>system\\n" + DEFAULT_SYSTEM_PROMPT + "<|im_end|>\\n' }}"
-    "{%- endif %}"
-    "{%- for message in messages %}"
+    CHATML_SYSTEM_TURN
+    + "{%- for message in messages %}"
     "{%- if message['role'] == 'assistant' %}"
     "{{- '<|im_start|>assistant\\n' }}"
     "{%- generation %}"
@@ -133,9 +129,7 @@ QWEN_TRAINING_TEMPLATE = (
     "{{- '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>\\n' }}"
     "{%- endif %}"
     "{%- endfor %}"
-    "{%- if add_generation_prompt %}"
-    "{{- '<|im_start|>assistant\\n' }}"
-    "{%- endif %}"
+    + CHATML_GENERATION_PROMPT
 )
 
 

@@ -48,21 +48,24 @@ DEFAULT_SYSTEM_PROMPT = "You are Qwen, created by Alibaba Cloud. You are a helpf
 
 #: Qwen2.5's ChatML, for conversations without tools: a system turn first (the default
 #: one when the conversation does not start with its own), then
-#: ``<|im_start|>{role}\n{content}<|im_end|>\n`` per message.
-QWEN_CHAT_TEMPLATE = (
+#: ``<|im_start|>{role}\n{content}<|im_end|>\n`` per message. The opening system turn and the
+#: closing generation prompt are shared with the training template of notebook 01.
+CHATML_SYSTEM_TURN = (
     "{%- if messages[0]['role'] == 'system' %}"
     "{{- '<|im_start|>system\\n' + messages[0]['content'] + '<|im_end|>\\n' }}"
     "{%- else %}"
     "{{- '<|im_start|>system\\n" + DEFAULT_SYSTEM_PROMPT + "<|im_end|>\\n' }}"
     "{%- endif %}"
-    "{%- for message in messages %}"
+)
+CHATML_GENERATION_PROMPT = "{%- if add_generation_prompt %}{{- '<|im_start|>assistant\\n' }}{%- endif %}"
+QWEN_CHAT_TEMPLATE = (
+    CHATML_SYSTEM_TURN
+    + "{%- for message in messages %}"
     "{%- if not (message['role'] == 'system' and loop.first) %}"
     "{{- '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>\\n' }}"
     "{%- endif %}"
     "{%- endfor %}"
-    "{%- if add_generation_prompt %}"
-    "{{- '<|im_start|>assistant\\n' }}"
-    "{%- endif %}"
+    + CHATML_GENERATION_PROMPT
 )
 
 #: Bump when the build below changes, so that old caches are rebuilt rather than trusted.
