@@ -34,7 +34,11 @@ class TinyQwenConfig:
     #                                   its 896-wide body; at width 64 it starts the logits so
     #                                   flat that memorising the poems takes 3x the steps
 
-    def to_qwen2_config(self, pad_token_id: int = FIRST_ADDED_ID) -> Qwen2Config:
+    def to_qwen2_config(self) -> Qwen2Config:
+        """The transformers config of this shape. It names no ``pad_token_id``, as Qwen2.5-0.5B's
+        own ``config.json`` names none: Qwen2's embedding takes ``config.pad_token_id`` as its
+        ``padding_idx``, which zeroes that row at init and blocks its input-side gradient, so a
+        config with a pad id would build a different model for every choice of pad token."""
         fields = asdict(self)
         rope_theta = fields.pop("rope_theta")
         return Qwen2Config(
@@ -42,7 +46,7 @@ class TinyQwenConfig:
             rope_parameters={"rope_type": "default", "rope_theta": rope_theta},
             bos_token_id=FIRST_ADDED_ID,
             eos_token_id=FIRST_ADDED_ID,
-            pad_token_id=pad_token_id,
+            pad_token_id=None,
         )
 
 
@@ -56,17 +60,18 @@ def load_model(name_or_path: str | os.PathLike | None = None, tokenizer=None, se
     - a local directory or hub id: ``AutoModelForCausalLM.from_pretrained`` (safetensors,
       no remote code).
 
-    With a ``tokenizer``, the model's pad and eos ids follow the tokenizer's, so
-    ``generate`` pads and stops consistently with the data.
+    The tiny model's weights depend on ``seed`` alone, not on the tokenizer: its config names
+    no pad id, so no embedding row is zeroed or frozen (see :meth:`TinyQwenConfig.to_qwen2_config`).
+    With a ``tokenizer``, the *generation* config's pad and eos ids follow the tokenizer's, so
+    ``generate`` pads and stops consistently with the data; ``model.config.pad_token_id`` is
+    left alone, so a saved and reloaded checkpoint builds the same embedding.
     """
     if name_or_path is None:
-        pad_id = tokenizer.pad_token_id if tokenizer is not None else FIRST_ADDED_ID
         torch.manual_seed(seed)
-        model = Qwen2ForCausalLM(TinyQwenConfig().to_qwen2_config(pad_token_id=pad_id))
+        model = Qwen2ForCausalLM(TinyQwenConfig().to_qwen2_config())
     else:
         model = AutoModelForCausalLM.from_pretrained(name_or_path, use_safetensors=True)
     if tokenizer is not None:
-        model.config.pad_token_id = tokenizer.pad_token_id
         model.generation_config.pad_token_id = tokenizer.pad_token_id
         model.generation_config.eos_token_id = tokenizer.eos_token_id
     return model

@@ -246,7 +246,7 @@ def train_variant(
     if model is None:
         model = load_model(model_name, tokenizer, seed=seed)
     else:  # as load_model does: pad and stop consistently with the data
-        model.config.pad_token_id = model.generation_config.pad_token_id = tokenizer.pad_token_id
+        model.generation_config.pad_token_id = tokenizer.pad_token_id
         model.generation_config.eos_token_id = tokenizer.eos_token_id
     ensure_embedding_rows(model, tokenizer)
     training = train(model, tokenizer, records, variant.collator(tokenizer), config)

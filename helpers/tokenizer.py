@@ -44,32 +44,87 @@ FIRST_ADDED_ID = 151643
 QWEN_VOCAB_SIZE = FIRST_ADDED_ID + len(ADDED_TOKENS)  # 151665 == len(tokenizer)
 MODEL_MAX_LENGTH = 131072
 EOS_TOKEN = "<|endoftext|>"
-DEFAULT_SYSTEM_PROMPT = "You are Qwen, created by Alibaba Cloud. You are a helpful assistant."
+#: The system turn Qwen2.5-0.5B's (base) template inserts when a conversation has none. The
+#: Instruct models' template inserts :data:`INSTRUCT_SYSTEM_PROMPT` instead (the seed passes
+#: that one explicitly, which is why its printout shows it).
+DEFAULT_SYSTEM_PROMPT = "You are a helpful assistant."
+INSTRUCT_SYSTEM_PROMPT = "You are Qwen, created by Alibaba Cloud. You are a helpful assistant."
 
-#: Qwen2.5's ChatML, for conversations without tools: a system turn first (the default
-#: one when the conversation does not start with its own), then
-#: ``<|im_start|>{role}\n{content}<|im_end|>\n`` per message. The opening system turn and the
-#: closing generation prompt are shared with the training template of notebook 01.
+#: Qwen2.5-0.5B's own chat template (``tokenizer_config.json``), re-typed: ChatML, i.e.
+#: ``<|im_start|>{role}\n{content}<|im_end|>\n`` per message, a default system turn when the
+#: conversation opens without one, and a tools branch (the tool list in the system turn,
+#: ``<tool_call>`` blocks in assistant turns, ``tool`` messages as ``<tool_response>`` blocks
+#: inside a user turn). ``tests/test_chat_templates.py`` pins its renderings.
 CHATML_SYSTEM_TURN = (
-    "{%- if messages[0]['role'] == 'system' %}"
-    "{{- '<|im_start|>system\\n' + messages[0]['content'] + '<|im_end|>\\n' }}"
-    "{%- else %}"
-    "{{- '<|im_start|>system\\n" + DEFAULT_SYSTEM_PROMPT + "<|im_end|>\\n' }}"
-    "{%- endif %}"
+    "{%- if tools %}\n"
+    "    {{- '<|im_start|>system\\n' }}\n"
+    "    {%- if messages[0]['role'] == 'system' %}\n"
+    "        {{- messages[0]['content'] }}\n"
+    "    {%- else %}\n"
+    "        {{- '" + DEFAULT_SYSTEM_PROMPT + "' }}\n"
+    "    {%- endif %}\n"
+    "    {{- \"\\n\\n# Tools\\n\\nYou may call one or more functions to assist with the user query.\\n\\n"
+    "You are provided with function signatures within <tools></tools> XML tags:\\n<tools>\" }}\n"
+    "    {%- for tool in tools %}\n"
+    "        {{- \"\\n\" }}\n"
+    "        {{- tool | tojson }}\n"
+    "    {%- endfor %}\n"
+    "    {{- \"\\n</tools>\\n\\nFor each function call, return a json object with function name and arguments "
+    "within <tool_call></tool_call> XML tags:\\n<tool_call>\\n{\\\"name\\\": <function-name>, "
+    "\\\"arguments\\\": <args-json-object>}\\n</tool_call><|im_end|>\\n\" }}\n"
+    "{%- else %}\n"
+    "    {%- if messages[0]['role'] == 'system' %}\n"
+    "        {{- '<|im_start|>system\\n' + messages[0]['content'] + '<|im_end|>\\n' }}\n"
+    "    {%- else %}\n"
+    "        {{- '<|im_start|>system\\n" + DEFAULT_SYSTEM_PROMPT + "<|im_end|>\\n' }}\n"
+    "    {%- endif %}\n"
+    "{%- endif %}\n"
 )
-CHATML_GENERATION_PROMPT = "{%- if add_generation_prompt %}{{- '<|im_start|>assistant\\n' }}{%- endif %}"
+#: One non-assistant message, and an assistant message without tool calls, in ChatML.
+CHATML_PLAIN_TURN = "{{- '<|im_start|>' + message.role + '\\n' + message.content + '<|im_end|>' + '\\n' }}\n"
+CHATML_TOOL_TURNS = (
+    "    {%- elif message.role == \"assistant\" %}\n"
+    "        {{- '<|im_start|>' + message.role }}\n"
+    "        {%- if message.content %}\n"
+    "            {{- '\\n' + message.content }}\n"
+    "        {%- endif %}\n"
+    "        {%- for tool_call in message.tool_calls %}\n"
+    "            {%- if tool_call.function is defined %}\n"
+    "                {%- set tool_call = tool_call.function %}\n"
+    "            {%- endif %}\n"
+    "            {{- '\\n<tool_call>\\n{\"name\": \"' }}\n"
+    "            {{- tool_call.name }}\n"
+    "            {{- '\", \"arguments\": ' }}\n"
+    "            {{- tool_call.arguments | tojson }}\n"
+    "            {{- '}\\n</tool_call>' }}\n"
+    "        {%- endfor %}\n"
+    "        {{- '<|im_end|>\\n' }}\n"
+    "    {%- elif message.role == \"tool\" %}\n"
+    "        {%- if (loop.index0 == 0) or (messages[loop.index0 - 1].role != \"tool\") %}\n"
+    "            {{- '<|im_start|>user' }}\n"
+    "        {%- endif %}\n"
+    "        {{- '\\n<tool_response>\\n' }}\n"
+    "        {{- message.content }}\n"
+    "        {{- '\\n</tool_response>' }}\n"
+    "        {%- if loop.last or (messages[loop.index0 + 1].role != \"tool\") %}\n"
+    "            {{- '<|im_end|>\\n' }}\n"
+    "        {%- endif %}\n"
+    "    {%- endif %}\n"
+)
+CHATML_GENERATION_PROMPT = "{%- if add_generation_prompt %}\n    {{- '<|im_start|>assistant\\n' }}\n{%- endif %}\n"
 QWEN_CHAT_TEMPLATE = (
     CHATML_SYSTEM_TURN
-    + "{%- for message in messages %}"
-    "{%- if not (message['role'] == 'system' and loop.first) %}"
-    "{{- '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>\\n' }}"
-    "{%- endif %}"
-    "{%- endfor %}"
+    + "{%- for message in messages %}\n"
+    "    {%- if (message.role == \"user\") or (message.role == \"system\" and not loop.first) or "
+    "(message.role == \"assistant\" and not message.tool_calls) %}\n"
+    "        " + CHATML_PLAIN_TURN
+    + CHATML_TOOL_TURNS
+    + "{%- endfor %}\n"
     + CHATML_GENERATION_PROMPT
 )
 
 #: Bump when the build below changes, so that old caches are rebuilt rather than trusted.
-BUILD_RECIPE_VERSION = 1
+BUILD_RECIPE_VERSION = 2
 #: Text encoded after a cache load and compared with the ids stored at build time.
 _PROBE_TEXT = "请你给哪吒写一首诗：哪吒降世。\nHello, world! 123 <|im_start|>x<|endoftext|>"
 

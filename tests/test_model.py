@@ -25,7 +25,37 @@ def test_same_seed_same_weights_other_seed_different():
 def test_pad_id_follows_the_tokenizer(fresh_tokenizer):
     fresh_tokenizer.add_special_tokens({"pad_token": "[PAD]"})
     model = load_model(tokenizer=fresh_tokenizer)
-    assert model.config.pad_token_id == model.generation_config.pad_token_id == 151665
+    assert model.generation_config.pad_token_id == 151665
+    # the model config names no pad id, like Qwen2.5-0.5B's config.json: no padding_idx
+    assert model.config.pad_token_id is None
+    assert model.get_input_embeddings().padding_idx is None
+
+
+def test_initial_weights_do_not_depend_on_the_pad_token(tokenizer, fresh_tokenizer):
+    """Notebook 02 compares variants that differ in the pad token: they must start identical."""
+    fresh_tokenizer.add_special_tokens({"pad_token": "[PAD]"})
+    a, b = load_model(tokenizer=tokenizer), load_model(tokenizer=fresh_tokenizer)
+    for (name, pa), (_, pb) in zip(a.state_dict().items(), b.state_dict().items()):
+        assert torch.equal(pa, pb), name
+    embedding = a.get_input_embeddings().weight
+    assert embedding[151643].abs().sum() > 0 and embedding[151665].abs().sum() > 0  # no zeroed row
+
+
+def test_padding_idx_zeroes_and_freezes_a_row():
+    """What a config pad id would do (the lesson of notebook 02): transformers 5 passes
+    config.pad_token_id to nn.Embedding as padding_idx; init zeroes that row and backward
+    gives it no input-side gradient."""
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    config = Qwen2Config(vocab_size=32, hidden_size=8, num_hidden_layers=1, num_attention_heads=2,
+                         num_key_value_heads=1, intermediate_size=16, pad_token_id=5, tie_word_embeddings=False)
+    torch.manual_seed(0)
+    model = Qwen2ForCausalLM(config)
+    embedding = model.get_input_embeddings()
+    assert embedding.padding_idx == 5 and torch.count_nonzero(embedding.weight[5]) == 0
+    ids = torch.tensor([[1, 5, 2, 5]])
+    model(input_ids=ids, labels=ids).loss.backward()
+    assert torch.count_nonzero(embedding.weight.grad[5]) == 0 and torch.count_nonzero(embedding.weight.grad[1]) > 0
 
 
 def test_save_load_round_trip(tokenizer, tmp_path):

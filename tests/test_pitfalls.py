@@ -167,7 +167,7 @@ def test_variant_with_new_pad_trains_without_resizing(tokenizer, records):
                         config=dataclasses.replace(SHORT, num_train_epochs=1))
     assert run.tokenizer.pad_token_id == PAD_ID and len(tokenizer) == 151665
     assert run.model.get_input_embeddings().num_embeddings == 151936  # 151665 < 151936: no resize
-    assert run.model.config.pad_token_id == PAD_ID
+    assert run.model.generation_config.pad_token_id == PAD_ID
     assert run.measurement.n == 2 and run.measurement.max_new_tokens == 2
 
 
@@ -195,11 +195,11 @@ def test_ensure_embedding_rows_grows_and_never_shrinks(tokenizer, pad_tokenizer,
         assert torch.isfinite(small(**batch).loss)
 
     # train_variant accepts such a grown model and aligns its pad id with the tokenizer's
-    assert small.config.pad_token_id == EOS_ID
+    assert small.config.pad_token_id is None
     run = train_variant(VARIANTS["D"], pad_tokenizer, records[:2], max_new_tokens=2, model=small,
                         config=dataclasses.replace(SHORT, num_train_epochs=1))
     assert run.model is small and run.training.steps == 1
-    assert small.config.pad_token_id == small.generation_config.pad_token_id == PAD_ID
+    assert small.generation_config.pad_token_id == PAD_ID and small.config.pad_token_id is None
     assert small.get_input_embeddings().num_embeddings == 151680  # not resized again
 
 

