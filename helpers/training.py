@@ -81,6 +81,9 @@ def train(
 ) -> TrainResult:
     """Train ``model`` in place on ``records`` batched by ``collator``; returns the losses.
 
+    ``tokenizer`` is not handed to the ``Trainer`` (see the comment there); it is kept in the
+    signature because the collator and the callers' generation use the same one.
+
     Introduced in notebook 02_pad_eos_pitfalls. ``output_dir`` only receives what the
     Trainer writes itself (nothing, with ``save_strategy="no"``); a temporary directory by
     default. ``callbacks`` are extra ``TrainerCallback``s (the benchmarks check recall with one).
@@ -92,7 +95,11 @@ def train(
             args=training_arguments(config, output_dir or scratch),
             train_dataset=records,
             data_collator=collator,
-            processing_class=tokenizer,
+            # No processing_class: given a tokenizer, Trainer.train() copies its pad id into
+            # model.config (transformers 5.23, trainer_utils.align_special_tokens, with a logged
+            # warning). A checkpoint saved with that id rebuilds its embedding with padding_idx on
+            # reload, freezing the pad row's input side in any further training (notebook 02).
+            # The collator already holds the tokenizer; nothing else here needs it.
             callbacks=[printer, *callbacks],
         )
         trainer.remove_callback(PrinterCallback)

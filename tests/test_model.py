@@ -75,3 +75,25 @@ def test_model_setting_is_read_from_the_environment(monkeypatch):
     assert model_setting() is None
     monkeypatch.setenv(MODEL_ENV_VAR, "Qwen/Qwen2.5-0.5B")
     assert model_setting() == "Qwen/Qwen2.5-0.5B"
+
+
+def test_training_leaves_the_model_config_without_a_pad_id(tokenizer, records):
+    """The Trainer, when given the tokenizer, writes its pad id into model.config; helpers.train
+    must not let it, or a saved checkpoint would reload with padding_idx set."""
+    import dataclasses
+
+    from helpers import PretrainCollator, TrainConfig, train
+
+    model = load_model(tokenizer=tokenizer)
+    config = dataclasses.replace(TrainConfig(), num_train_epochs=1, print_loss=False)
+    train(model, tokenizer, records[:2], PretrainCollator(tokenizer), config)
+    assert model.config.pad_token_id is None
+
+
+def test_the_trainer_itself_would_align_the_pad_id(tokenizer):
+    """Pins the transformers behaviour the comment in helpers/training.py relies on."""
+    from transformers.trainer_utils import align_special_tokens
+
+    model = load_model(tokenizer=tokenizer)
+    align_special_tokens(model, tokenizer)
+    assert model.config.pad_token_id == tokenizer.pad_token_id == 151643
