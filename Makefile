@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 NBVAL := --nbval --nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.cfg
 LAB_ARGS ?=
 
-.PHONY: setup lab test bench execute clean
+.PHONY: setup lab test test-units test-notebooks test-notebooks-portable bench execute clean
 
 setup: $(STAMP)
 
@@ -20,9 +20,27 @@ $(STAMP): requirements.txt pyproject.toml
 lab: setup
 	$(VENV)/bin/jupyter lab --ServerApp.root_dir="$(CURDIR)" --LabApp.default_url=/lab/tree/notebooks $(LAB_ARGS)
 
-# Unit tests and every notebook (nbval compares each cell's output with the stored one).
+# Unit tests, and every notebook twice (nbval compares each cell's output with the stored one):
+# once with this machine's defaults, once with PyTorch's portable kernels on one thread
+# (ATEN_CPU_CAPABILITY=default, OMP_NUM_THREADS=1), as another learner's CPU would run them.
+# The portable pass runs on a copy of notebooks/ under build/ (so its ../outputs is its own),
+# side by side with the single-threaded unit tests; the default pass then has both cores.
 test: setup
-	$(PY) -m pytest tests notebooks $(NBVAL) -q
+	$(MAKE) --no-print-directory -k -j2 --output-sync=target test-units test-notebooks-portable
+	$(MAKE) --no-print-directory test-notebooks
+
+test-units: setup
+	OMP_NUM_THREADS=1 $(PY) -m pytest tests -q
+
+test-notebooks: setup
+	$(PY) -m pytest notebooks $(NBVAL) -q
+
+PORTABLE := build/portable
+test-notebooks-portable: setup
+	rm -rf $(PORTABLE) && mkdir -p $(PORTABLE) && cp -r notebooks $(PORTABLE)/notebooks
+	cd $(PORTABLE) && ATEN_CPU_CAPABILITY=default OMP_NUM_THREADS=1 $(CURDIR)/$(PY) -m pytest notebooks -q \
+	  --rootdir=$(CURDIR) -c $(CURDIR)/pyproject.toml --nbval --nbval-current-env \
+	  --nbval-sanitize-with $(CURDIR)/tests/nbval_sanitize.cfg
 
 # Re-run notebooks top to bottom in a fresh kernel and store their outputs (nbval's baseline).
 # make execute                      all notebooks
@@ -38,4 +56,4 @@ bench: setup
 	$(PY) -m benchmarks.run
 
 clean:
-	rm -rf $(VENV) outputs
+	rm -rf $(VENV) outputs build
