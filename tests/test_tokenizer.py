@@ -76,7 +76,7 @@ def test_chat_single_turn_gets_the_default_system_turn(tokenizer):
         tokenize=False,
     )
     assert text == (
-        f"<|im_start|>system\n{DEFAULT_SYSTEM_PROMPT}<|im_end|>\n"
+        "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n"  # the base model's default, not Instruct's
         "<|im_start|>user\n请你给哪吒写一首诗：哪吒降世<|im_end|>\n"
         "<|im_start|>assistant\n红绫缠腕<|im_end|>\n"
     )
@@ -97,6 +97,11 @@ def test_chat_explicit_system_multi_turn_and_generation_prompt(tokenizer):
     )
     without = tokenizer.apply_chat_template(messages, tokenize=False)
     assert text == without + "<|im_start|>assistant\n"
+
+
+def test_base_and_instruct_default_system_prompts():
+    assert DEFAULT_SYSTEM_PROMPT == "You are a helpful assistant."  # Qwen2.5-0.5B's template
+    assert INSTRUCT_SYSTEM_PROMPT == "You are Qwen, created by Alibaba Cloud. You are a helpful assistant."
 
 
 def test_the_seeds_chat_example(tokenizer, records):
