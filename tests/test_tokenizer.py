@@ -138,11 +138,14 @@ def private_cache(tmp_path, monkeypatch):
 
 def test_cache_is_written_and_fast(private_cache):
     assert not private_cache.exists()
+    start = time.perf_counter()
     built = load_tokenizer()
+    build_seconds = time.perf_counter() - start
     assert (private_cache / "tokenizer.json").is_file()
     start = time.perf_counter()
     cached = load_tokenizer()
-    assert time.perf_counter() - start < 1.0
+    # relative, not absolute: on a busy machine both take longer (here ~0.3 s vs ~2 s when idle)
+    assert time.perf_counter() - start < build_seconds / 2
     assert cached(CORPUS[9])["input_ids"] == built(CORPUS[9])["input_ids"]
     assert len(cached) == 151665 and cached.chat_template == built.chat_template
 
