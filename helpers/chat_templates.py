@@ -4,17 +4,19 @@ Introduced in notebook 01_chat_templates. A chat template is a Jinja program tha
 list of ``{"role", "content"}`` messages into the one string a model was fine-tuned on.
 Every family marks roles and turn ends with its own control tokens, and a model stops
 answering by emitting its family's end-of-turn token, so the template and the stop ids
-must match the model. The templates here are written by this project to reproduce each
-family's documented format (the tests pin the exact strings); they are rendered with
+must match the model. They are rendered with
 ``tokenizer.apply_chat_template(messages, chat_template=..., tokenize=False)``.
 
-Only the Qwen2.5 template is the tokenizer's own. The Llama 3 and Gemma strings are shown
-as text: their control tokens are added tokens of *their* tokenizers (with the ids listed
-in :attr:`ChatFamily.stop_token_ids`), while Qwen's tokenizer splits them into ordinary
-pieces.
+Only the Qwen2.5 template is the tokenizer's own (Qwen2.5-0.5B's, character for character).
+The Llama 3 and Gemma templates are this project's re-typings of the released ones, checked
+against public copies of their ``tokenizer_config.json`` (sources named at each family); the
+tests pin the exact strings. They are shown as text: their control tokens are added tokens of
+*their* tokenizers (with the ids listed in :attr:`ChatFamily.stop_token_ids`), while Qwen's
+tokenizer splits them into ordinary pieces.
 
-:data:`QWEN_TRAINING_TEMPLATE` renders exactly what Qwen's template renders, plus
-``{% generation %}`` markers around each assistant answer and its ``<|im_end|>``, so that
+:data:`QWEN_TRAINING_TEMPLATE` renders exactly what Qwen's template renders, tool
+conversations included, plus ``{% generation %}`` markers around what the assistant writes
+(its answer or tool calls, and its ``<|im_end|>``), so that
 ``apply_chat_template(..., return_assistant_tokens_mask=True)`` reports which tokens the
 assistant produced: the tokens an SFT loss trains.
 """
@@ -23,7 +25,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .tokenizer import CHATML_GENERATION_PROMPT, CHATML_SYSTEM_TURN, QWEN_CHAT_TEMPLATE
+from .tokenizer import (
+    CHATML_GENERATION_PROMPT,
+    CHATML_PLAIN_TURN,
+    CHATML_SYSTEM_TURN,
+    CHATML_TOOL_RESPONSE_TURN,
+    QWEN_CHAT_TEMPLATE,
+)
 
 
 @dataclass(frozen=True)
@@ -43,26 +51,35 @@ class ChatFamily:
     documentation: str  # where the family documents this format
 
 
-#: Qwen2.5: ChatML. ``<|im_start|>{role}\n{content}<|im_end|>\n`` per message; a default
-#: system turn when the conversation has none. Instruct models end a turn with
+#: Qwen2.5: ChatML. ``<|im_start|>{role}\n{content}<|im_end|>\n`` per message. Without a
+#: system message, the base model's template (this one) inserts ``You are a helpful
+#: assistant.``; the Instruct models' template inserts
+#: :data:`helpers.tokenizer.INSTRUCT_SYSTEM_PROMPT` instead. Instruct models end a turn with
 #: ``<|im_end|>`` (151645); the base model's eos is ``<|endoftext|>`` (151643).
 QWEN25 = ChatFamily(
     name="Qwen2.5 (ChatML)",
     template=QWEN_CHAT_TEMPLATE,
     stop_tokens=("<|im_end|>", "<|endoftext|>"),
     stop_token_ids=(151645, 151643),
-    documentation="qwen.readthedocs.io (chat template) and the Qwen2.5 tokenizer_config.json",
+    documentation="Qwen/Qwen2.5-0.5B tokenizer_config.json (chat_template); qwen.readthedocs.io",
 )
 
-#: Llama 3 Instruct: ``<|begin_of_text|>`` once, then per message
-#: ``<|start_header_id|>{role}<|end_header_id|>\n\n{content}<|eot_id|>`` (content trimmed, as
-#: the released template does); no default system turn. A turn ends with ``<|eot_id|>``
-#: (128009); ``<|end_of_text|>`` (128001) ends a document.
+#: Llama 3 (3.0) Instruct, as ``meta-llama/Meta-Llama-3-8B-Instruct``'s template writes it:
+#: ``<|begin_of_text|>`` before the first message, then per message
+#: ``<|start_header_id|>{role}<|end_header_id|>\n\n{content}<|eot_id|>`` (content trimmed); no
+#: default system turn. (Checked against public copies of that ``tokenizer_config.json`` found
+#: with the search tool; ``bos_token`` is written out, as Qwen's tokenizer has none.) A turn ends
+#: with ``<|eot_id|>`` (128009); ``<|end_of_text|>`` (128001) ends a document.
+#: Llama 3.1, 3.2 and 3.3 differ: their templates *always* open with a system turn,
+#: ``<|start_header_id|>system<|end_header_id|>\n\nCutting Knowledge Date: December 2023\n``
+#: ``Today Date: 26 Jul 2024\n\n{system message, or nothing}<|eot_id|>`` (3.1's fixed date;
+#: 3.2's template takes today's date through ``strftime_now`` when it is defined), whether or
+#: not the conversation has a system message. Not rendered here.
 LLAMA3 = ChatFamily(
-    name="Llama 3",
+    name="Llama 3 (3.0)",
     template=(
-        "{{- '<|begin_of_text|>' }}"
         "{%- for message in messages %}"
+        "{%- if loop.first %}{{- '<|begin_of_text|>' }}{%- endif %}"
         "{{- '<|start_header_id|>' + message['role'] + '<|end_header_id|>\\n\\n'"
         " + (message['content'] | trim) + '<|eot_id|>' }}"
         "{%- endfor %}"
@@ -72,32 +89,31 @@ LLAMA3 = ChatFamily(
     ),
     stop_tokens=("<|eot_id|>", "<|end_of_text|>"),
     stop_token_ids=(128009, 128001),
-    documentation="llama.com: Model Cards & Prompt formats, Meta Llama 3",
+    documentation="meta-llama/Meta-Llama-3-8B-Instruct tokenizer_config.json; llama.com Meta Llama 3 prompt format",
 )
 
-#: Gemma (instruction-tuned): ``<bos>``, then ``<start_of_turn>{user|model}\n{content}<end_of_turn>\n``
-#: per message; the assistant's role is called ``model``. There is no system role: system
-#: text goes at the top of the first user turn, followed by a blank line. Roles must
-#: alternate, starting with the user. A turn ends with ``<end_of_turn>`` (107); ``<eos>``
-#: is id 1.
+#: Gemma 1 and 2 (instruction-tuned), as HF's ``google/gemma-2-9b-it`` template writes it:
+#: ``<bos>``, then ``<start_of_turn>{user|model}\n{content}<end_of_turn>\n`` per message
+#: (content trimmed); the assistant's role is called ``model``. There is no system role: a
+#: system message makes the template raise ``System role not supported``. Roles must
+#: alternate, starting with the user. (Checked against a public copy of the Gemma 2 template,
+#: ``HakunaMatata888/gemma2-poem/tokenizer_config.json``, which also gives ``<start_of_turn>``
+#: = 106 and ``<end_of_turn>`` = 107; ``bos_token`` is written out as ``<bos>``.) A turn ends
+#: with ``<end_of_turn>`` (107); ``<eos>`` is id 1. Gemma 3's template instead accepts a system
+#: message and folds its text into the first user turn, before the user's text.
 GEMMA = ChatFamily(
-    name="Gemma",
+    name="Gemma (1, 2)",
     template=(
         "{{- '<bos>' }}"
         "{%- if messages[0]['role'] == 'system' %}"
-        "{%- set system_text = (messages[0]['content'] | trim) + '\\n\\n' %}"
-        "{%- set turns = messages[1:] %}"
-        "{%- else %}"
-        "{%- set system_text = '' %}"
-        "{%- set turns = messages %}"
+        "{{- raise_exception('System role not supported') }}"
         "{%- endif %}"
-        "{%- for message in turns %}"
+        "{%- for message in messages %}"
         "{%- if (message['role'] == 'user') != (loop.index0 % 2 == 0) %}"
-        "{{- raise_exception('Gemma turns must alternate user/assistant, starting with user') }}"
+        "{{- raise_exception('Conversation roles must alternate user/assistant/user/assistant/...') }}"
         "{%- endif %}"
         "{%- set role = 'model' if message['role'] == 'assistant' else message['role'] %}"
-        "{{- '<start_of_turn>' + role + '\\n' + (system_text if loop.first else '')"
-        " + (message['content'] | trim) + '<end_of_turn>\\n' }}"
+        "{{- '<start_of_turn>' + role + '\\n' + (message['content'] | trim) + '<end_of_turn>\\n' }}"
         "{%- endfor %}"
         "{%- if add_generation_prompt %}"
         "{{- '<start_of_turn>model\\n' }}"
@@ -105,30 +121,60 @@ GEMMA = ChatFamily(
     ),
     stop_tokens=("<end_of_turn>", "<eos>"),
     stop_token_ids=(107, 1),
-    documentation="ai.google.dev: Gemma formatting and system instructions",
+    documentation="google/gemma-2-9b-it tokenizer_config.json; ai.google.dev Gemma formatting",
 )
 
 #: The three families notebook 01 renders side by side.
 CHAT_FAMILIES = (QWEN25, LLAMA3, GEMMA)
 
-#: Qwen2.5's ChatML with ``{% generation %}`` around what the assistant writes: its content
-#: and the ``<|im_end|>`` that ends its turn (the model must learn to emit it to stop). The
-#: role header ``<|im_start|>assistant\n`` is given to the model at inference time
-#: (``add_generation_prompt``), so it stays outside; so does the ``\n`` after ``<|im_end|>``,
-#: which generation never reaches. Renders the same text as ``QWEN_CHAT_TEMPLATE``.
+#: The assistant branch of :data:`QWEN_TRAINING_TEMPLATE`. ``{% generation %}`` covers what the
+#: assistant writes: its content or tool calls and the ``<|im_end|>`` that ends its turn (the
+#: model must learn to emit it to stop). The header ``<|im_start|>assistant\n`` is given to the
+#: model at inference time (``add_generation_prompt``), so it stays outside; so does the ``\n``
+#: after ``<|im_end|>``, which generation never reaches. Qwen's own tool-call branch writes the
+#: header without its ``\n`` and puts a ``\n`` before the content and before every call; here the
+#: header keeps its ``\n`` and a call gets one only when content or another call precedes it in
+#: the turn: the same text.
+QWEN_TRAINING_ASSISTANT_TURN = (
+    "    {%- elif message.role == \"assistant\" %}\n"
+    "        {{- '<|im_start|>assistant\\n' }}\n"
+    "        {%- generation %}\n"
+    "        {%- if not message.tool_calls %}\n"
+    "            {{- '' + message.content + '<|im_end|>' }}\n"
+    "        {%- else %}\n"
+    "            {%- if message.content %}\n"
+    "                {{- message.content }}\n"
+    "            {%- endif %}\n"
+    "            {%- for tool_call in message.tool_calls %}\n"
+    "                {%- if tool_call.function is defined %}\n"
+    "                    {%- set tool_call = tool_call.function %}\n"
+    "                {%- endif %}\n"
+    "                {%- if message.content or not loop.first %}\n"
+    "                    {{- '\\n' }}\n"
+    "                {%- endif %}\n"
+    "                {{- '<tool_call>\\n{\"name\": \"' }}\n"
+    "                {{- tool_call.name }}\n"
+    "                {{- '\", \"arguments\": ' }}\n"
+    "                {{- tool_call.arguments | tojson }}\n"
+    "                {{- '}\\n</tool_call>' }}\n"
+    "            {%- endfor %}\n"
+    "            {{- '<|im_end|>' }}\n"
+    "        {%- endif %}\n"
+    "        {%- endgeneration %}\n"
+    "        {{- '\\n' }}\n"
+)
+
+#: Qwen2.5's own template (:data:`helpers.tokenizer.QWEN_CHAT_TEMPLATE`) with its assistant
+#: branches replaced by :data:`QWEN_TRAINING_ASSISTANT_TURN`. Renders the same text for every
+#: conversation, tools included (the tests compare the two).
 QWEN_TRAINING_TEMPLATE = (
     CHATML_SYSTEM_TURN
-    + "{%- for message in messages %}"
-    "{%- if message['role'] == 'assistant' %}"
-    "{{- '<|im_start|>assistant\\n' }}"
-    "{%- generation %}"
-    "{{- message['content'] + '<|im_end|>' }}"
-    "{%- endgeneration %}"
-    "{{- '\\n' }}"
-    "{%- elif not (message['role'] == 'system' and loop.first) %}"
-    "{{- '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>\\n' }}"
-    "{%- endif %}"
-    "{%- endfor %}"
+    + "{%- for message in messages %}\n"
+    "    {%- if (message.role == \"user\") or (message.role == \"system\" and not loop.first) %}\n"
+    "        " + CHATML_PLAIN_TURN
+    + QWEN_TRAINING_ASSISTANT_TURN
+    + CHATML_TOOL_RESPONSE_TURN
+    + "{%- endfor %}\n"
     + CHATML_GENERATION_PROMPT
 )
 
@@ -137,7 +183,7 @@ def record_to_messages(record: dict, system: str | None = None) -> list[dict[str
     """One ``{instruct, input, label}`` record as a chat: user = instruct + input, assistant = label.
 
     Introduced in notebook 01_chat_templates. With ``system``, a system message comes first;
-    without it, each template decides (Qwen2.5 inserts its default system turn).
+    without it, each template decides (Qwen2.5's inserts its default system turn).
     """
     messages = [] if system is None else [{"role": "system", "content": system}]
     messages.append({"role": "user", "content": record["instruct"] + record["input"]})

@@ -50,11 +50,14 @@ EOS_TOKEN = "<|endoftext|>"
 DEFAULT_SYSTEM_PROMPT = "You are a helpful assistant."
 INSTRUCT_SYSTEM_PROMPT = "You are Qwen, created by Alibaba Cloud. You are a helpful assistant."
 
-#: Qwen2.5-0.5B's own chat template (``tokenizer_config.json``), re-typed: ChatML, i.e.
-#: ``<|im_start|>{role}\n{content}<|im_end|>\n`` per message, a default system turn when the
-#: conversation opens without one, and a tools branch (the tool list in the system turn,
-#: ``<tool_call>`` blocks in assistant turns, ``tool`` messages as ``<tool_response>`` blocks
-#: inside a user turn). ``tests/test_chat_templates.py`` pins its renderings.
+#: Qwen2.5-0.5B's own chat template (the ``chat_template`` of its ``tokenizer_config.json``),
+#: re-typed: ChatML, i.e. ``<|im_start|>{role}\n{content}<|im_end|>\n`` per message, a default
+#: system turn when the conversation opens without one, and a tools branch (the tool list in the
+#: system turn, ``<tool_call>`` blocks in assistant turns, consecutive ``tool`` messages as
+#: ``<tool_response>`` blocks inside one user turn). Compared with a public copy of the released
+#: template (a training script's ``QWEN_BASE_CHAT_TEMPLATE``, found with the search tool): the
+#: same characters, so ``tests/test_chat_templates.py`` pins its sha256 as well as its renderings.
+#: ``helpers.chat_templates.QWEN_TRAINING_TEMPLATE`` reuses these pieces to render the same text.
 CHATML_SYSTEM_TURN = (
     "{%- if tools %}\n"
     "    {{- '<|im_start|>system\\n' }}\n"
@@ -82,7 +85,9 @@ CHATML_SYSTEM_TURN = (
 )
 #: One non-assistant message, and an assistant message without tool calls, in ChatML.
 CHATML_PLAIN_TURN = "{{- '<|im_start|>' + message.role + '\\n' + message.content + '<|im_end|>' + '\\n' }}\n"
-CHATML_TOOL_TURNS = (
+#: An assistant message with tool calls: its content (if any), then one ``<tool_call>`` JSON
+#: block per call.
+CHATML_TOOL_CALL_TURN = (
     "    {%- elif message.role == \"assistant\" %}\n"
     "        {{- '<|im_start|>' + message.role }}\n"
     "        {%- if message.content %}\n"
@@ -99,6 +104,9 @@ CHATML_TOOL_TURNS = (
     "            {{- '}\\n</tool_call>' }}\n"
     "        {%- endfor %}\n"
     "        {{- '<|im_end|>\\n' }}\n"
+)
+#: A ``tool`` message as a ``<tool_response>`` block; consecutive ones share one user turn.
+CHATML_TOOL_RESPONSE_TURN = (
     "    {%- elif message.role == \"tool\" %}\n"
     "        {%- if (loop.index0 == 0) or (messages[loop.index0 - 1].role != \"tool\") %}\n"
     "            {{- '<|im_start|>user' }}\n"
@@ -118,7 +126,8 @@ QWEN_CHAT_TEMPLATE = (
     "    {%- if (message.role == \"user\") or (message.role == \"system\" and not loop.first) or "
     "(message.role == \"assistant\" and not message.tool_calls) %}\n"
     "        " + CHATML_PLAIN_TURN
-    + CHATML_TOOL_TURNS
+    + CHATML_TOOL_CALL_TURN
+    + CHATML_TOOL_RESPONSE_TURN
     + "{%- endfor %}\n"
     + CHATML_GENERATION_PROMPT
 )

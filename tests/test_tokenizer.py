@@ -76,7 +76,7 @@ def test_chat_single_turn_gets_the_default_system_turn(tokenizer):
         tokenize=False,
     )
     assert text == (
-        f"<|im_start|>system\n{DEFAULT_SYSTEM_PROMPT}<|im_end|>\n"
+        "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n"  # the base model's default, not Instruct's
         "<|im_start|>user\n请你给哪吒写一首诗：哪吒降世<|im_end|>\n"
         "<|im_start|>assistant\n红绫缠腕<|im_end|>\n"
     )
@@ -97,6 +97,11 @@ def test_chat_explicit_system_multi_turn_and_generation_prompt(tokenizer):
     )
     without = tokenizer.apply_chat_template(messages, tokenize=False)
     assert text == without + "<|im_start|>assistant\n"
+
+
+def test_base_and_instruct_default_system_prompts():
+    assert DEFAULT_SYSTEM_PROMPT == "You are a helpful assistant."  # Qwen2.5-0.5B's template
+    assert INSTRUCT_SYSTEM_PROMPT == "You are Qwen, created by Alibaba Cloud. You are a helpful assistant."
 
 
 def test_the_seeds_chat_example(tokenizer, records):
@@ -133,11 +138,14 @@ def private_cache(tmp_path, monkeypatch):
 
 def test_cache_is_written_and_fast(private_cache):
     assert not private_cache.exists()
+    start = time.perf_counter()
     built = load_tokenizer()
+    build_seconds = time.perf_counter() - start
     assert (private_cache / "tokenizer.json").is_file()
     start = time.perf_counter()
     cached = load_tokenizer()
-    assert time.perf_counter() - start < 1.0
+    # relative, not absolute: on a busy machine both take longer (here ~0.3 s vs ~2 s when idle)
+    assert time.perf_counter() - start < build_seconds / 2
     assert cached(CORPUS[9])["input_ids"] == built(CORPUS[9])["input_ids"]
     assert len(cached) == 151665 and cached.chat_template == built.chat_template
 
