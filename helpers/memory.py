@@ -157,8 +157,9 @@ def _unique_bytes(tensors) -> int:
 def count_training_state(model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> StateBytes:
     """Bytes of the weights, gradients and optimizer state that ``model`` and ``optimizer`` hold now.
 
-    Introduced in notebook 04_full_parameter_training, as bookkeeping: it shows which
-    tensors there are (AdamW's ``exp_avg``, ``exp_avg_sq`` and its per-tensor ``step``
+    Not used by the notebooks (notebook 04_full_parameter_training measures with
+    :func:`measure_training_memory`); the tests and scripts use it as bookkeeping: it shows
+    which tensors there are (AdamW's ``exp_avg``, ``exp_avg_sq`` and its per-tensor ``step``
     counters) but cannot check the rule of thumb (see :class:`StateBytes`). Call it after
     an ``optimizer.step()`` (AdamW creates its state on the first) and before ``zero_grad()``.
     """
