@@ -126,6 +126,22 @@ def test_measured_peak_of_forward_backward_matches_the_peak_model_within_1_perce
     assert three == 3 * rows * length * 151936 * 4 and three > 0.95 * above_weights
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="the CUDA allocator's statistics need a GPU")
+def test_cuda_measurement_sees_the_rule_plus_the_allocators_rounding(tokenizer, records):
+    batch = {k: v.cuda() for k, v in PretrainCollator(tokenizer)(records[:1]).items()}  # one row: no padding
+    measured = measure_training_memory(lambda: load_model(tokenizer=tokenizer, seed=0).cuda(), batch, adamw)
+    estimate = estimate_training_memory(TINY_PARAMS, "fp32")
+    assert "cuda" in measured.method
+    rounding = 512  # the caching allocator's block granularity
+    assert 0 <= measured.parts["weights"] - estimate.parts["weights"] <= 28 * rounding  # 26 parameters + 2 buffers
+    assert 0 <= measured.parts["optimizer states"] - estimate.parts["optimizer states"] <= 3 * 26 * rounding
+    # forward + backward also keeps whatever cuBLAS takes for its workspace at the first product
+    assert measured.parts["gradients"] >= estimate.parts["gradients"]
+    rows, length = batch["input_ids"].shape
+    model = estimate_peak_memory(TinyQwenConfig().to_qwen2_config(), rows, length, "fp32", optimizer_states=False)
+    assert measured.peaks["forward + backward"] >= 0.99 * (model.total - model.parts["weights"])
+
+
 def small_config(layers, tied=True):
     return Qwen2Config(vocab_size=1000, hidden_size=128, num_hidden_layers=layers, num_attention_heads=4,
                        num_key_value_heads=2, intermediate_size=512, max_window_layers=layers,
