@@ -330,9 +330,9 @@ class PeakMemoryEstimate:
     Returned by :func:`estimate_peak_memory` (notebook 04_full_parameter_training).
     """
 
-    precision: str
-    batch_size: int
-    seq_len: int
+    precision: str  # a key of PRECISIONS
+    batch_size: int  # rows per step
+    seq_len: int  # tokens per row
     parts: dict[str, int]  # part name -> bytes held at the peak
 
     @property
