@@ -14,9 +14,9 @@ from .training import TrainConfig, TrainResult, train
 from .chat_templates import CHAT_FAMILIES, GEMMA, LLAMA3, QWEN25, QWEN_TRAINING_TEMPLATE, ChatFamily, record_to_messages
 from .plotting import plot_label_grid
 from .memory import (
-    GB, SCHEMES, MeasuredMemory, MemoryEstimate, count_parameters, count_parameters_on_meta,
-    estimate_training_memory, measure_training_memory, plot_estimate_vs_measured, qwen25_05b_config,
-    saved_activation_bytes,
+    GB, SCHEMES, MeasuredMemory, MemoryEstimate, PeakMemoryEstimate, StateBytes, count_parameters,
+    count_parameters_on_meta, count_training_state, estimate_peak_memory, estimate_training_memory,
+    measure_training_memory, plot_estimate_vs_measured, qwen25_05b_config, saved_activation_bytes,
 )
 from .checkpoints import (
     PRETRAINED_LEARNING_RATE, Checkpoint, checkpoint_dirs, has_checkpoint, load_checkpoint, load_or_train,
@@ -37,8 +37,9 @@ __all__ += [  # notebooks 01_chat_templates and 03_label_masking
     "plot_label_grid", "record_to_messages",
 ]
 __all__ += [  # notebooks 04_full_parameter_training and 05_inference
-    "Checkpoint", "GB", "MeasuredMemory", "MemoryEstimate", "PRETRAINED_LEARNING_RATE", "SCHEMES",
-    "checkpoint_dirs", "count_parameters", "count_parameters_on_meta", "estimate_training_memory",
+    "Checkpoint", "GB", "MeasuredMemory", "MemoryEstimate", "PRETRAINED_LEARNING_RATE", "PeakMemoryEstimate",
+    "SCHEMES", "StateBytes", "checkpoint_dirs", "count_parameters", "count_parameters_on_meta",
+    "count_training_state", "estimate_peak_memory", "estimate_training_memory",
     "has_checkpoint", "load_checkpoint", "load_or_train", "measure_training_memory",
     "plot_estimate_vs_measured", "qwen25_05b_config", "recipe", "save_checkpoint",
     "saved_activation_bytes", "train_both",

@@ -1,20 +1,25 @@
 """How much memory full-parameter training needs: the rule of thumb, and measuring it.
 
 Introduced in notebook 04_full_parameter_training; ``scripts/train_qwen05b_shape.py``
-compares the same estimate with a GPU's peak memory.
+compares the estimates with a GPU's peak memory.
 
 Full-parameter training with AdamW keeps, for every parameter, the weight itself, its
 gradient and AdamW's two running averages (``exp_avg`` and ``exp_avg_sq``): "parameters x
 bytes x 4" in the seed's words. How many bytes each copy takes depends on the precision
-scheme (:data:`SCHEMES`). Activations (what the forward pass keeps for the backward pass)
-come on top and grow with batch size and sequence length, not with the parameter count.
+scheme (:data:`SCHEMES`). :func:`measure_training_memory` checks the rule at the allocator.
+Activations (what the forward pass keeps for the backward pass) come on top: they grow with
+batch size and sequence length, and with the model's depth, width and vocabulary;
+:func:`estimate_peak_memory` models them, and the peak of a training step.
 
 Sizes are in bytes; ``GB`` means 10**9 bytes, as in the seed.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import os
+import sys
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 
 import torch
 from transformers import Qwen2Config, Qwen2ForCausalLM
@@ -23,9 +28,11 @@ GB = 10**9
 
 #: Bytes per parameter of each copy that training keeps, per precision scheme.
 #:
-#: - ``fp32``: everything in 32-bit floats. Also what ``Trainer(bf16=True)`` keeps: that is
-#:   autocast, which leaves the weights (the master copy), gradients and AdamW states in
-#:   fp32 and only computes in bf16; the bf16 weight copies it makes are temporaries.
+#: - ``fp32``: everything in 32-bit floats. Also what ``Trainer(bf16=True)`` keeps for a
+#:   model loaded in fp32: that is autocast, which only computes in bf16 and leaves the
+#:   weights, gradients and AdamW states in the model's own dtype; the bf16 weight copies it
+#:   makes live until the backward pass has used them. (A model loaded in bf16 would train
+#:   under the ``half`` row, autocast or not.)
 #: - ``half``: everything in fp16 or bf16, no fp32 copy at all: the seed's "fp16" line.
 #:   Half the memory, but small updates vanish when added to 16-bit weights.
 #: - ``mixed``: classic mixed precision: 16-bit weights and gradients for the forward and
@@ -61,27 +68,11 @@ class MemoryEstimate:
         return sum(SCHEMES[self.scheme].values())
 
 
-@dataclass(frozen=True)
-class MeasuredMemory:
-    """Bytes of the training state really allocated, counted tensor by tensor.
-
-    Returned by :func:`measure_training_memory` (notebook 04_full_parameter_training).
-    """
-
-    parts: dict[str, int]  # "weights", "gradients", "optimizer states" -> bytes
-    optimizer_state_bytes: dict[str, int]  # e.g. {"exp_avg": ..., "exp_avg_sq": ..., "step": ...}
-
-    @property
-    def total(self) -> int:
-        return sum(self.parts.values())
-
-
 def estimate_training_memory(n_params: int, scheme: str = "fp32") -> MemoryEstimate:
     """The rule of thumb: ``n_params`` x bytes per copy, for each copy that training keeps.
 
     Introduced in notebook 04_full_parameter_training. ``scheme`` is a key of
-    :data:`SCHEMES`. Activations are not included: they depend on the batch, not on the
-    parameter count.
+    :data:`SCHEMES`. Activations are not included (see :func:`estimate_peak_memory`).
     """
     if scheme not in SCHEMES:
         raise ValueError(f"scheme must be one of {sorted(SCHEMES)}, got {scheme!r}")
@@ -136,23 +127,41 @@ def count_parameters_on_meta(config: Qwen2Config) -> int:
     return count_parameters(model)
 
 
+@dataclass(frozen=True)
+class StateBytes:
+    """Bytes of the tensors a model and its optimizer hold, counted tensor by tensor.
+
+    Returned by :func:`count_training_state`. A count, not a measurement: gradients and
+    AdamW's averages have their parameter's shape by construction, so this agrees with the
+    rule of thumb whatever the rule gets wrong. :func:`measure_training_memory` measures.
+    """
+
+    parts: dict[str, int]  # "weights", "gradients", "optimizer states" -> bytes
+    optimizer_state_bytes: dict[str, int]  # e.g. {"exp_avg": ..., "exp_avg_sq": ..., "step": ...}
+
+    @property
+    def total(self) -> int:
+        return sum(self.parts.values())
+
+
 def _unique_bytes(tensors) -> int:
     """Bytes of the distinct tensors among ``tensors`` (shared ones counted once)."""
     seen: dict[tuple[int, int], int] = {}
     for tensor in tensors:
         if tensor is None or tensor.device.type == "meta":
             continue
-        key = (tensor.data_ptr(), tensor.numel())
-        seen[key] = tensor.numel() * tensor.element_size()
+        seen[(tensor.data_ptr(), tensor.numel())] = tensor.numel() * tensor.element_size()
     return sum(seen.values())
 
 
-def measure_training_memory(model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> MeasuredMemory:
+def count_training_state(model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> StateBytes:
     """Bytes of the weights, gradients and optimizer state that ``model`` and ``optimizer`` hold now.
 
-    Introduced in notebook 04_full_parameter_training. Call it after at least one
-    ``optimizer.step()`` (AdamW creates its state lazily, on the first step) and before
-    ``zero_grad()`` (which frees the gradients).
+    Not used by the notebooks (notebook 04_full_parameter_training measures with
+    :func:`measure_training_memory`); the tests and scripts use it as bookkeeping: it shows
+    which tensors there are (AdamW's ``exp_avg``, ``exp_avg_sq`` and its per-tensor ``step``
+    counters) but cannot check the rule of thumb (see :class:`StateBytes`). Call it after
+    an ``optimizer.step()`` (AdamW creates its state on the first) and before ``zero_grad()``.
     """
     params = list(model.parameters())
     by_key: dict[str, list[torch.Tensor]] = {}
@@ -161,7 +170,7 @@ def measure_training_memory(model: torch.nn.Module, optimizer: torch.optim.Optim
             if torch.is_tensor(value):
                 by_key.setdefault(key, []).append(value)
     state_bytes = {key: _unique_bytes(tensors) for key, tensors in sorted(by_key.items())}
-    return MeasuredMemory(
+    return StateBytes(
         parts={
             "weights": _unique_bytes(params),
             "gradients": _unique_bytes(p.grad for p in params),
@@ -171,12 +180,250 @@ def measure_training_memory(model: torch.nn.Module, optimizer: torch.optim.Optim
     )
 
 
+#: The phases :func:`measure_training_memory` measures, and the part of the training state
+#: each one leaves behind.
+PHASES = {"load": "weights", "forward + backward": "gradients", "optimizer step": "optimizer states"}
+
+
+@dataclass(frozen=True)
+class MeasuredMemory:
+    """What the allocator handed out during the first training step, phase by phase.
+
+    Returned by :func:`measure_training_memory` (notebook 04_full_parameter_training).
+    ``parts[part]`` is the net number of bytes a phase allocated and still holds at its end
+    (everything that phase allocated and freed again cancels out): the load leaves the
+    weights, forward + backward the gradients, the first optimizer step AdamW's state.
+    ``peaks[phase]`` is the most the phase held *above* what existed when it started:
+    for forward + backward, the activations and temporaries at their highest.
+    """
+
+    method: str  # how the bytes were measured (see measure_training_memory)
+    parts: dict[str, int]  # "weights", "gradients", "optimizer states" -> bytes
+    peaks: dict[str, int]  # phase (a key of PHASES) -> highest bytes above its start
+    model: torch.nn.Module = field(repr=False, compare=False)  # the model, after its first step
+    optimizer: torch.optim.Optimizer = field(repr=False, compare=False)
+
+    @property
+    def total(self) -> int:
+        return sum(self.parts.values())
+
+
+@contextmanager
+def _stderr_silenced():
+    """Send file descriptor 2 to the null device: PyTorch's profiler (Kineto) writes a
+    timestamped status line there when it starts and when it stops."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with open(os.devnull, "w") as null:
+        os.dup2(null.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+
+
+def _measure_phases_cpu(phases: dict) -> tuple[dict[str, int], dict[str, int]]:
+    """Net bytes and peak bytes of each phase, from the memory events of PyTorch's profiler."""
+    from torch.profiler import ProfilerActivity, profile, record_function
+
+    if not torch.autograd.kineto_available():
+        raise RuntimeError("measure_training_memory on the CPU needs PyTorch's profiler (Kineto), "
+                           "which this PyTorch build lacks")
+    profiler = profile(activities=[ProfilerActivity.CPU], profile_memory=True)
+    with _stderr_silenced():
+        profiler.start()
+    try:
+        for phase, run in phases.items():
+            with record_function(f"measure_training_memory: {phase}"):
+                run()
+    finally:
+        with _stderr_silenced():
+            profiler.stop()
+    events = profiler.profiler.kineto_results.events()
+    spans = {event.name().split(": ", 1)[1]: (event.start_ns(), event.start_ns() + event.duration_ns())
+             for event in events if event.name().startswith("measure_training_memory: ")}
+    allocations = sorted((event.start_ns(), event.nbytes()) for event in events if event.name() == "[memory]")
+    net, peak = {}, {}
+    for phase, (start, end) in spans.items():
+        held = highest = 0
+        for time_ns, n_bytes in allocations:  # positive: allocated, negative: freed
+            if start <= time_ns <= end:
+                held += n_bytes
+                highest = max(highest, held)
+        net[phase], peak[phase] = held, highest
+    return net, peak
+
+
+def _measure_phases_cuda(phases: dict, device: torch.device) -> tuple[dict[str, int], dict[str, int]]:
+    """Net bytes and peak bytes of each phase, from the CUDA caching allocator's statistics."""
+    net, peak = {}, {}
+    for phase, run in phases.items():
+        torch.cuda.synchronize(device)
+        start = torch.cuda.memory_allocated(device)
+        torch.cuda.reset_peak_memory_stats(device)  # the peak restarts from what is allocated now
+        run()
+        torch.cuda.synchronize(device)
+        net[phase] = torch.cuda.memory_allocated(device) - start
+        peak[phase] = torch.cuda.max_memory_allocated(device) - start
+    return net, peak
+
+
+def measure_training_memory(build_model, batch: dict, build_optimizer, autocast_dtype=None) -> MeasuredMemory:
+    """Measure, at the allocator, what loading a model and its first training step allocate.
+
+    Introduced in notebook 04_full_parameter_training. ``build_model()`` must create the
+    model on ``batch``'s device (its allocation is measured); ``build_optimizer(model)``
+    creates the optimizer. Then one step: forward and backward (under ``torch.autocast``
+    with ``autocast_dtype`` if given), then ``optimizer.step()``. Nothing is counted from
+    the model's parameters: the bytes come from the allocator, so a rule of thumb can be
+    checked against them (and an extra buffer, a copy, a kept tensor all show up).
+
+    - CUDA: ``torch.cuda.memory_allocated`` before and after each phase and
+      ``max_memory_allocated`` during it. The caching allocator rounds every block up to a
+      multiple of 512 bytes; memory taken outside it (the CUDA context) is not seen.
+    - CPU: the memory events of ``torch.profiler`` (``profile_memory=True``): every
+      allocation and free of PyTorch's CPU allocator, to the byte requested. Not seen: what
+      libraries (BLAS, oneDNN) or Python allocate by themselves, and malloc's own rounding.
+    """
+    device = batch["input_ids"].device
+    if device.type not in ("cpu", "cuda"):
+        raise ValueError(f"measure_training_memory measures on 'cpu' or 'cuda', not {device.type!r}")
+    made: dict = {}
+
+    def load():
+        made["model"] = build_model()
+        made["optimizer"] = build_optimizer(made["model"])  # AdamW allocates its state lazily, on step()
+
+    def forward_backward():
+        with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
+            loss = made["model"](**batch).loss
+        loss.backward()
+
+    def optimizer_step():
+        made["optimizer"].step()
+
+    phases = dict(zip(PHASES, (load, forward_backward, optimizer_step)))
+    if device.type == "cuda":
+        net, peak = _measure_phases_cuda(phases, device)
+        method = "torch.cuda.memory_allocated (CUDA caching allocator)"
+    else:
+        net, peak = _measure_phases_cpu(phases)
+        method = "torch.profiler memory events (PyTorch's CPU allocator)"
+    return MeasuredMemory(method=method, parts={part: net[phase] for phase, part in PHASES.items()},
+                          peaks=peak, model=made["model"], optimizer=made["optimizer"])
+
+
+#: ``estimate_peak_memory``'s precisions (the names ``scripts/train_qwen05b_shape.py`` uses):
+#: bytes per number of the weights and of each AdamW state, and whether autocast computes in bf16.
+PRECISIONS = {
+    "fp32": {"bytes": 4, "autocast": False},
+    "bf16": {"bytes": 2, "autocast": False},  # weights and AdamW states in bf16, no fp32 copy
+    "autocast-bf16": {"bytes": 4, "autocast": True},  # fp32 weights, bf16 matrix products
+}
+
+
+@dataclass(frozen=True)
+class PeakMemoryEstimate:
+    """The modelled peak of a training step, part by part.
+
+    Returned by :func:`estimate_peak_memory` (notebook 04_full_parameter_training).
+    """
+
+    precision: str  # a key of PRECISIONS
+    batch_size: int  # rows per step
+    seq_len: int  # tokens per row
+    parts: dict[str, int]  # part name -> bytes held at the peak
+
+    @property
+    def total(self) -> int:
+        return sum(self.parts.values())
+
+
+def saved_bytes_per_token_per_layer(config: Qwen2Config, precision: str = "autocast-bf16") -> int:
+    """Bytes one decoder layer keeps for the backward pass, per token (sdpa attention).
+
+    Introduced in notebook 04_full_parameter_training; counted from Qwen2's code in
+    transformers 5 and pinned by a test against :func:`saved_activation_bytes`. Per layer:
+    two RMSNorms (each keeps its fp32 input and normalised values, and its output where a
+    layer reads it), the attention's query, key and value after RoPE (key and value at the
+    key/value heads' width: no repetition), its output and the softmax's log-sum-exp, and the
+    MLP's four intermediate tensors of width ``intermediate_size``. Under autocast each of the
+    five projections reading a norm's fp32 output also keeps its own bf16 copy of it.
+    """
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {sorted(PRECISIONS)}, got {precision!r}")
+    hidden, mlp = config.hidden_size, config.intermediate_size
+    head_dim = getattr(config, "head_dim", None) or hidden // config.num_attention_heads
+    kv = config.num_key_value_heads * head_dim
+    lse = 4 * config.num_attention_heads  # one fp32 log-sum-exp per head
+    if precision == "fp32":
+        return 32 * hidden + 8 * kv + 16 * mlp + lse + 8
+    if precision == "bf16":
+        return 20 * hidden + 4 * kv + 8 * mlp + lse + 8
+    return 30 * hidden + 4 * kv + 8 * mlp + lse
+
+
+def estimate_peak_memory(config: Qwen2Config, batch_size: int, seq_len: int, precision: str = "autocast-bf16",
+                         n_params: int | None = None, optimizer_states: bool = True) -> PeakMemoryEstimate:
+    """Model of the peak allocated memory of one full-parameter AdamW step, for a Qwen2 shape.
+
+    Introduced in notebook 04_full_parameter_training; ``scripts/train_qwen05b_shape.py``
+    prints it beside the GPU's measured peak. Rows of ``seq_len`` tokens without padding,
+    sdpa attention, the loss computed by transformers (which upcasts the logits to fp32),
+    ``zero_grad(set_to_none=True)`` before the step. The peak comes early in the backward
+    pass, in the cross-entropy's backward, when:
+
+    - the weights and AdamW's two averages exist (``optimizer_states=False``: the first
+      step, before AdamW has created them); **no gradients yet**: they appear layer by
+      layer as the backward pass goes on, and the activations it frees are larger;
+    - three fp32 tensors of batch x length x vocabulary coexist: the log-probabilities the
+      loss saved, their gradient, and the gradient of the logits being computed;
+    - every layer's saved activations are still there
+      (:func:`saved_bytes_per_token_per_layer`), plus the final norm's, the LM head's input,
+      the targets and RoPE's cos/sin;
+    - under autocast, the bf16 copies of the weights that the matrix products saved.
+
+    ``n_params`` defaults to the count of ``config`` built on the meta device. Not modelled:
+    memory that kernels or libraries hold outside the autograd graph (on the H200 log of the
+    tiny model, about 0.07 GB), and the allocator's rounding.
+    """
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {sorted(PRECISIONS)}, got {precision!r}")
+    if batch_size < 1 or seq_len < 1:
+        raise ValueError(f"batch_size and seq_len must be at least 1, got {batch_size} and {seq_len}")
+    n_params = count_parameters_on_meta(config) if n_params is None else n_params
+    size = PRECISIONS[precision]["bytes"]
+    autocast = PRECISIONS[precision]["autocast"]
+    hidden, layers = config.hidden_size, config.num_hidden_layers
+    head_dim = getattr(config, "head_dim", None) or hidden // config.num_attention_heads
+    tokens = batch_size * seq_len
+    norm_params = (2 * layers + 1) * hidden
+    untied_embedding = 0 if config.tie_word_embeddings else config.vocab_size * hidden  # a lookup, not a product
+    # per token: the final norm's (and the LM head's input), the int64 input ids the embedding
+    # keeps and the int64 targets the loss keeps
+    final = {"fp32": 12 * hidden + 4, "bf16": 8 * hidden + 4, "autocast-bf16": 10 * hidden + 4}[precision] + 16
+    rope = 2 * seq_len * head_dim * (2 if precision == "bf16" else 4)  # cos and sin, shared by the rows
+    parts = {
+        "weights": size * n_params,
+        "gradients": 0,
+        "optimizer states": 2 * size * n_params if optimizer_states else 0,
+    }
+    if autocast:
+        parts["bf16 weight copies"] = 2 * (n_params - norm_params - untied_embedding)
+    parts["3 fp32 vocabulary-sized tensors"] = 3 * tokens * config.vocab_size * 4
+    parts["layer activations"] = tokens * layers * saved_bytes_per_token_per_layer(config, precision)
+    parts["other activations"] = tokens * final + rope
+    return PeakMemoryEstimate(precision=precision, batch_size=batch_size, seq_len=seq_len, parts=parts)
+
+
 def saved_activation_bytes(model: torch.nn.Module, batch: dict) -> int:
     """Bytes of the tensors autograd keeps from one forward pass for the backward pass.
 
     Introduced in notebook 04_full_parameter_training. These are the "activations" that
-    come on top of the training state: they scale with batch size x sequence length (and,
-    for the logits, with the vocabulary size). Parameters that autograd also keeps are not
+    come on top of the training state: they grow with the batch size and the sequence length
+    (linearly in the length with sdpa attention; eager attention also keeps length x length
+    scores), and with the model's depth, width and vocabulary size. Parameters that autograd also keeps are not
     counted (they are already in the weights), nor are tensors that share storage counted
     twice. The forward pass runs in ``model``'s current mode and no gradients are stored.
     """
@@ -195,13 +442,13 @@ def saved_activation_bytes(model: torch.nn.Module, batch: dict) -> int:
     return sum(saved.values())
 
 
-def plot_estimate_vs_measured(estimate: MemoryEstimate, measured: MeasuredMemory, activations: int | None = None,
-                              ax=None, unit: int = 10**6):
-    """Grouped bars: the estimate's bytes next to the measured bytes, part by part.
+def plot_estimate_vs_measured(estimate: MemoryEstimate, measured: MeasuredMemory, ax=None, unit: int = 10**6):
+    """Grouped bars: the rule's bytes next to the allocator's, part by part, plus the peak.
 
-    Introduced in notebook 04_full_parameter_training. ``activations`` (bytes, e.g. from
-    :func:`saved_activation_bytes`) adds a measured-only bar: the rule of thumb leaves them
-    out. ``unit`` divides the bytes (MB by default). Returns the matplotlib ``Axes``.
+    Introduced in notebook 04_full_parameter_training. A last, measured-only bar is the
+    peak that forward + backward held above the weights (``measured.peaks``): activations and
+    temporaries, which the rule leaves out. ``unit`` divides the bytes (MB by default).
+    Returns the matplotlib ``Axes``.
     """
     import matplotlib.pyplot as plt
 
@@ -213,13 +460,10 @@ def plot_estimate_vs_measured(estimate: MemoryEstimate, measured: MeasuredMemory
     ax.bar([x - width / 2 for x in xs], [estimate.parts.get(p, 0) / unit for p in parts], width,
            label=f"estimate ({estimate.scheme} rule)", color="tab:blue")
     ax.bar([x + width / 2 for x in xs], [measured.parts.get(p, 0) / unit for p in parts], width,
-           label="measured", color="tab:orange")
-    labels = list(parts)
-    if activations is not None:
-        ax.bar([len(parts) + width / 2], [activations / unit], width, color="tab:orange", hatch="//",
-               edgecolor="white", label="measured, not in the rule")
-        labels.append("activations")
-    ax.set_xticks(range(len(labels)), labels)
+           label="measured (allocator)", color="tab:orange")
+    ax.bar([len(parts) + width / 2], [measured.peaks["forward + backward"] / unit], width, color="tab:orange",
+           hatch="//", edgecolor="white", label="measured, not in the rule")
+    ax.set_xticks(range(len(parts) + 1), [*parts, "forward + backward\npeak"])
     ax.set_ylabel("MB" if unit == 10**6 else f"bytes / {unit}")
     ax.legend()
     return ax

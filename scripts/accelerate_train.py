@@ -1,17 +1,38 @@
 """The notebooks' training run, launched on several processes with ``accelerate launch``.
 
-For users who outgrow one GPU. It trains exactly as notebook 04_full_parameter_training
-does (``helpers.train``: the same ``Trainer`` and ``TrainingArguments``, the recipe from
-``helpers.checkpoints.recipe``), so no training code is repeated here: the ``Trainer``
-notices that ``accelerate launch`` started it on several processes and runs
-data-parallel by itself. What the launch config chooses:
+For users who outgrow one GPU. It runs the recipe of notebook 04_full_parameter_training
+through the same code (``helpers.train``: the same ``Trainer`` and ``TrainingArguments``, the
+recipe from ``helpers.checkpoints.recipe``), so no training code is repeated here: the
+``Trainer`` notices that ``accelerate launch`` started it on several processes and runs
+data-parallel by itself.
+
+What stays as in the notebook, and what does not, with N processes:
+
+- The global batch. Each process takes ``per_device_train_batch_size`` records per step,
+  so the script sets it to the recipe's batch divided by N: the global batch, the optimizer
+  steps per epoch and the learning rate stay the recipe's. When N does not divide the
+  recipe's batch, each process takes the smallest whole share, the global batch grows (fewer
+  steps per epoch), the learning rate is *not* rescaled, and the script says so on stderr.
+- The loss. The ``Trainer`` divides each process's summed token losses by the number of
+  target tokens in the whole global batch (``average_tokens_across_devices``, on by default
+  in transformers 5) and scales it by N, which DDP's gradient averaging undoes: the
+  gradient is that of the mean over the global batch's tokens, as on one process.
+- Not bit-identical. accelerate shards the batches itself (its ``even_batches`` loops back
+  to the start of the epoch's order to fill a short last batch, so with 5 records and a
+  global batch of 2 the last step of an epoch trains on 2 records, not 1), and sums run in
+  another order. Losses and weights come out close to the notebook's, not equal.
+
+What the launch config chooses:
 
 - ``scripts/accelerate/ddp.yaml``: DDP. Every process holds the whole model, its
   gradients and its AdamW states (the 16 bytes/parameter of notebook 04); each process
   trains on its own share of every batch and the gradients are averaged across processes.
 - ``scripts/accelerate/fsdp.yaml``: FSDP2. Weights, gradients and AdamW states are sharded,
   so each of N GPUs holds about 1/N of those 16 bytes/parameter: for models whose training
-  state does not fit one GPU.
+  state does not fit one GPU. With bf16 (the ``Trainer``'s ``bf16=True`` on a GPU that
+  supports it), accelerate gives FSDP2 ``MixedPrecisionPolicy(param_dtype=bf16,
+  reduce_dtype=bf16)``: the layers compute with gathered bf16 copies of the weights and the
+  gradients are reduce-scattered in bf16, not in fp32.
 
     accelerate launch --config_file scripts/accelerate/ddp.yaml scripts/accelerate_train.py --objective sft
     accelerate launch --config_file scripts/accelerate/fsdp.yaml --num_processes 4 scripts/accelerate_train.py
@@ -54,6 +75,17 @@ def parse_args(argv=None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def per_process_batch(global_batch: int, world_size: int) -> int:
+    """Records per process and step that keep the global batch at ``global_batch``.
+
+    When ``world_size`` does not divide it: the smallest whole share that covers it (the
+    global batch then grows to that share x ``world_size``).
+    """
+    if global_batch < 1 or world_size < 1:
+        raise ValueError(f"global_batch and world_size must be at least 1, got {global_batch} and {world_size}")
+    return -(-global_batch // world_size)  # ceiling division
+
+
 def is_sharded(model) -> bool:
     """True when FSDP2 has sharded the model (its parameters became DTensors)."""
     return any(isinstance(p, DTensor) for p in model.parameters())
@@ -90,6 +122,7 @@ def distributed_type() -> str:
 def main(argv=None) -> None:
     args = parse_args(argv)
     rank = int(os.environ.get("RANK", "0"))
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))  # set by accelerate launch (torchrun)
     setting = model_setting()
     tokenizer = load_tokenizer(setting)
     records = load_records()
@@ -97,10 +130,17 @@ def main(argv=None) -> None:
     config = replace(config, print_loss=rank == 0)  # every process logs the same averaged loss: print it once
     if args.epochs is not None:
         config = replace(config, num_train_epochs=args.epochs)
+    global_batch = config.per_device_train_batch_size  # the recipe's batch: one process in the notebook
+    config = replace(config, per_device_train_batch_size=per_process_batch(global_batch, world_size))
+    if config.per_device_train_batch_size * world_size != global_batch and rank == 0:
+        print(f"note: {world_size} processes cannot share the recipe's batch of {global_batch}: the global batch "
+              f"is {config.per_device_train_batch_size * world_size}, so fewer steps per epoch, and the learning "
+              "rate is not rescaled", file=sys.stderr)
     model = load_model(setting, tokenizer, seed=args.seed)
     result = train(model, tokenizer, records, COLLATORS[args.objective](tokenizer), config)
 
-    world_size = dist.get_world_size() if dist.is_initialized() else 1
+    if dist.is_initialized() and dist.get_world_size() != world_size:
+        raise SystemExit(f"WORLD_SIZE says {world_size} processes, torch.distributed has {dist.get_world_size()}")
     ran_as = distributed_type()
     if os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true" and ran_as != "FSDP" and rank == 0:
         print(f"note: the config asks for FSDP, but accelerate ran {ran_as}: it shards only across "
@@ -128,6 +168,7 @@ def main(argv=None) -> None:
             "device": str(next(result.model.parameters()).device),
             "epochs": config.num_train_epochs,
             "per_device_train_batch_size": config.per_device_train_batch_size,
+            "global_train_batch_size": config.per_device_train_batch_size * world_size,
             "steps": result.steps,
             "epoch_losses": result.epoch_losses,
             "weights_digest_per_rank": digests,

@@ -104,15 +104,38 @@ def test_accelerate_launch_trains_ddp_on_two_cpu_processes(tmp_path):
     result = last_json_line(out.stdout)
     assert result["world_size"] == 2 and result["backend"] == "gloo"
     assert result["distributed_type"] == "MULTI_CPU" and result["device"] == "cpu"
-    # each step takes one batch per process: half as many batches per epoch as on one process
+    # the recipe's batch is shared between the processes: the global batch, and so the steps
+    # per epoch, are the notebook's (one process, batch 2: 3 steps for 5 records)
     batch = TrainConfig().per_device_train_batch_size
-    assert result["steps"] == epochs * math.ceil(len(load_records()) / (2 * batch))
+    assert result["per_device_train_batch_size"] == batch // 2 and result["global_train_batch_size"] == batch
+    assert result["steps"] == epochs * math.ceil(len(load_records()) / batch)
+    assert "note:" not in out.stderr  # 2 processes divide the batch: nothing to warn about
     assert len(result["epoch_losses"]) == epochs and result["epoch_losses"][-1] < result["epoch_losses"][0]
     digests = result["weights_digest_per_rank"]
     assert len(digests) == 2 and digests[0] == digests[1]  # DDP replicas stayed identical
     saved = load_checkpoint(tmp_path / "sft")  # the main process saved model + tokenizer
     saved_digest = accelerate_train.weights_digest(saved.model.state_dict())
     assert saved_digest == digests[0]
+
+
+def test_per_process_batch_keeps_the_global_batch_or_says_what_it_becomes():
+    assert accelerate_train.per_process_batch(2, 1) == 2
+    assert accelerate_train.per_process_batch(2, 2) == 1  # global batch 2, as in the notebook
+    assert accelerate_train.per_process_batch(2, 4) == 1  # global batch 4: the script warns
+    assert accelerate_train.per_process_batch(8, 3) == 3
+    with pytest.raises(ValueError, match="at least 1"):
+        accelerate_train.per_process_batch(2, 0)
+
+
+def test_accelerate_gives_fsdp2_bf16_gradient_reduction():
+    """What the docstring and fsdp.yaml say: with bf16, FSDP2 reduce-scatters gradients in bf16."""
+    from accelerate.utils import FullyShardedDataParallelPlugin
+
+    plugin = FullyShardedDataParallelPlugin(fsdp_version=2)
+    plugin.set_mixed_precision("bf16")  # what AcceleratorState does when the Trainer asks for bf16
+    policy = plugin.mixed_precision_policy
+    assert policy.param_dtype == policy.reduce_dtype == torch.bfloat16
+    assert "reduce_dtype=bf16" in accelerate_train.__doc__
 
 
 def test_fsdp_sharded_weights_are_gathered_and_saved_whole(tokenizer, tmp_path, monkeypatch):
