@@ -124,6 +124,7 @@ def summarize(rows: list[dict], notebook_results: list[dict], torch_version: str
     row8 = same_as_best[0] if same_as_best else (min(batch8, key=lambda row: row["peak_allocated_bytes"]) if batch8 else None)
     peak8 = None if row8 is None else row8["peak_allocated_bytes"] / GB
     state = None if row8 is None else row8["measured_state_bytes"] / GB
+    notebook_results = sorted(notebook_results, key=lambda result: result["notebook"])
     notebooks_ok = {result["notebook"]: bool(result["ok"]) for result in notebook_results}
     return {
         "device": next((row["device"] for row in measured), None),

@@ -21,13 +21,15 @@ option sets side by side in one process):
 - ``--fused-ce [liger|chunked]``: the output layer and the cross-entropy in one step, so the
   ``tokens x 151,936`` logits never exist whole (without it, transformers' loss makes an fp32
   copy of them, and autograd keeps vocabulary-sized tensors until the backward pass).
-  ``liger`` is liger-kernel's ``LigerFusedLinearCrossEntropyLoss`` (Triton, so CUDA only;
-  ``pip install -r requirements-gpu.txt``); ``chunked`` is :class:`ChunkedLinearCrossEntropy`
+  ``liger`` is liger-kernel's ``LigerFusedLinearCrossEntropyLoss`` (Triton kernels, so a GPU
+  only; ``pip install -r requirements-gpu.txt``); ``chunked`` is :class:`ChunkedLinearCrossEntropy`
   below, plain PyTorch that runs anywhere. Without a value: liger where it can run, else chunked.
 - ``--compile [layers|full]``: ``torch.compile``. ``layers`` (the default) compiles each
-  decoder layer: the 24 layers share one compiled graph, so it compiles in seconds, not minutes.
-- ``--fused-adamw``: ``torch.optim.AdamW(fused=True)``, one kernel for the whole update
-  (without it, PyTorch's default: the ``foreach`` implementation on a GPU).
+  decoder layer: the layers share one compiled graph, so the compiler's work is one layer's.
+  ``full`` compiles the model (or, with ``--fused-ce``, the decoder stack) whole.
+- ``--fused-adamw``: ``torch.optim.AdamW(fused=True)``: each step's element-wise update in
+  fused multi-tensor kernels (without it, PyTorch's default: the ``foreach`` implementation on
+  a GPU, a loop over the parameters on a CPU).
 - ``--attn sdpa|eager|flex_attention|flash_attention_2``: transformers' attention
   implementation (``flash_attention_2`` only where the ``flash_attn`` package is installed).
 - ``--checkpointing``: activation (gradient) checkpointing: layers recompute their
