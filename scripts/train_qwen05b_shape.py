@@ -67,6 +67,7 @@ and a last JSON line with every row.
 from __future__ import annotations
 
 import argparse
+import functools
 import gc
 import importlib
 import importlib.util
@@ -213,16 +214,48 @@ def chunked_linear_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor, lab
     return ChunkedLinearCrossEntropy.apply(hidden, weight, labels, chunk_size, compute_dtype, ignore_index)
 
 
+@functools.lru_cache(maxsize=None)
 def liger_unavailable_reason(device: torch.device) -> str | None:
-    """Why liger-kernel's fused linear cross-entropy cannot run here, or None when it can."""
+    """Why liger-kernel's fused linear cross-entropy cannot run here, or None when it can.
+
+    On CUDA it is also tried once on a small problem under bf16 autocast and compared with
+    :func:`chunked_linear_cross_entropy`, so that a Triton/PyTorch mismatch shows up here,
+    named, rather than as a failed training run.
+    """
     if device.type != "cuda":
         return "liger-kernel needs CUDA (its kernels are Triton)"
     if importlib.util.find_spec("liger_kernel") is None:
         return "liger-kernel is not installed (pip install -r requirements-gpu.txt)"
     try:
-        importlib.import_module("liger_kernel.transformers.fused_linear_cross_entropy")
-    except Exception as error:  # a Triton/torch mismatch surfaces here, at import
-        return f"liger-kernel failed to import: {type(error).__name__}: {error}"
+        module = importlib.import_module("liger_kernel.transformers.fused_linear_cross_entropy")
+    except Exception as error:  # a Triton/torch mismatch can surface at import
+        return f"liger-kernel failed to import: {type(error).__name__}: {str(error)[:200]}"
+    reason = fused_loss_disagreement(module.LigerFusedLinearCrossEntropyLoss, device)
+    return None if reason is None else f"liger-kernel: {reason}"
+
+
+def fused_loss_disagreement(loss_class, device: torch.device) -> str | None:
+    """Why ``loss_class(ignore_index=-100)(weight, hidden, labels)`` cannot replace the plain loss, or None.
+
+    Runs it on a small random problem under bf16 autocast and compares loss and gradients
+    with :func:`chunked_linear_cross_entropy`.
+    """
+    try:
+        generator = torch.Generator(device).manual_seed(0)
+        hidden = torch.randn(64, 128, device=device, generator=generator, requires_grad=True)
+        weight = torch.randn(1000, 128, device=device, generator=generator, requires_grad=True)
+        labels = torch.randint(0, 1000, (64,), device=device, generator=generator)
+        labels[:5] = IGNORE_INDEX
+        with torch.autocast(device.type, dtype=torch.bfloat16):
+            fused = loss_class(ignore_index=IGNORE_INDEX)(weight, hidden, labels)
+            reference = chunked_linear_cross_entropy(hidden, weight, labels, chunk_size=16)
+        fused_grads = torch.autograd.grad(fused, (hidden, weight))
+        reference_grads = torch.autograd.grad(reference, (hidden, weight))
+    except Exception as error:  # e.g. a Triton kernel that does not build here
+        return f"it failed on this machine: {type(error).__name__}: {str(error)[:200]}"
+    if not torch.allclose(fused.float(), reference, rtol=2e-2, atol=1e-2) or not all(
+            torch.allclose(a.float(), b.float(), rtol=5e-2, atol=5e-3) for a, b in zip(fused_grads, reference_grads)):
+        return f"it disagrees with the plain loss here (loss {fused.item():.4f} vs {reference.item():.4f})"
     return None
 
 
@@ -306,8 +339,10 @@ def parse_args(argv=None, raise_errors: bool = False) -> argparse.Namespace:
         parser.error("--matrix-set needs --matrix")
     if args.fused_ce == "liger" and (reason := liger_unavailable_reason(device)):
         parser.error(f"--fused-ce liger: {reason}; --fused-ce chunked runs anywhere")
+    args.fused_ce_note = None
     if args.fused_ce == "auto":
-        args.fused_ce = "chunked" if liger_unavailable_reason(device) else "liger"
+        args.fused_ce_note = liger_unavailable_reason(device)  # why auto fell back to chunked, if it did
+        args.fused_ce = "chunked" if args.fused_ce_note else "liger"
     if args.attn == "flash_attention_2" and not transformers.utils.is_flash_attn_2_available():
         parser.error("--attn flash_attention_2: the flash_attn package is not installed (or has no kernel "
                      "for this device); sdpa uses PyTorch's own flash kernel on a GPU")
@@ -538,6 +573,7 @@ def run(args: argparse.Namespace, quiet: bool = False) -> dict:
         "precision": args.precision,
         "options": describe_options(args),
         "fused_ce": args.fused_ce,
+        "fused_ce_note": args.fused_ce_note,
         "compile": args.compile,
         "fused_adamw": args.fused_adamw,
         "attn": model.config._attn_implementation,

@@ -170,6 +170,36 @@ def test_chunked_cross_entropy_rejects_mismatched_shapes():
         shape.chunked_linear_cross_entropy(h, w, labels, chunk_size=0)
 
 
+class _PlainLoss(torch.nn.Module):
+    """Stands in for LigerFusedLinearCrossEntropyLoss (same call), without Triton."""
+
+    def __init__(self, ignore_index):
+        super().__init__()
+        self.ignore_index = ignore_index
+
+    def forward(self, weight, hidden, labels):
+        return F.cross_entropy((hidden @ weight.T).float(), labels, ignore_index=self.ignore_index)
+
+
+class _WrongLoss(_PlainLoss):
+    def forward(self, weight, hidden, labels):
+        total = F.cross_entropy((hidden @ weight.T).float(), labels, ignore_index=self.ignore_index, reduction="sum")
+        return total / labels.numel()  # divides by every token, ignored ones included
+
+
+class _BrokenLoss(_PlainLoss):
+    def forward(self, weight, hidden, labels):
+        raise RuntimeError("no kernel for this GPU")
+
+
+def test_a_fused_loss_is_checked_against_the_plain_one_before_use():
+    """What --fused-ce does on a GPU before it picks liger: a loss that fails or disagrees is named."""
+    cpu = torch.device("cpu")
+    assert shape.fused_loss_disagreement(_PlainLoss, cpu) is None
+    assert shape.fused_loss_disagreement(_WrongLoss, cpu).startswith("it disagrees with the plain loss")
+    assert shape.fused_loss_disagreement(_BrokenLoss, cpu) == "it failed on this machine: RuntimeError: no kernel for this GPU"
+
+
 # --- MFU ---------------------------------------------------------------------------------------
 
 def test_peak_figures_and_flops_per_token():
