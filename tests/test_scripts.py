@@ -1,5 +1,5 @@
-"""scripts/: the 0.5B-shape training script on a CPU (shrunken with --tiny) and the
-``accelerate launch`` script on two CPU processes (DDP over gloo)."""
+"""scripts/: the ``accelerate launch`` script on two CPU processes (DDP over gloo).
+(The 0.5B-shape training script: tests/test_train_qwen05b_shape.py.)"""
 
 import json
 import math
@@ -22,7 +22,6 @@ TINY_PARAMS = 9_847_360
 sys.path.insert(0, str(SCRIPTS))
 
 import accelerate_train  # noqa: E402
-import train_qwen05b_shape  # noqa: E402
 
 
 def free_port() -> int:
@@ -33,47 +32,6 @@ def free_port() -> int:
 
 def last_json_line(stdout: str) -> dict:
     return json.loads(stdout.strip().splitlines()[-1])
-
-
-def test_shape_script_cli_prints_a_json_line_with_memory_and_speed():
-    out = subprocess.run(
-        [sys.executable, str(SCRIPTS / "train_qwen05b_shape.py"), "--tiny", "--steps", "2",
-         "--warmup-steps", "1", "--seq-len", "32", "--batch-size", "2"],
-        cwd=ROOT, capture_output=True, text=True, timeout=300,
-    )
-    assert out.returncode == 0, out.stderr
-    result = last_json_line(out.stdout)
-    assert result["model"] == "tiny" and result["n_params"] == TINY_PARAMS
-    assert result["device"] == "cpu" and result["precision"] == "fp32"
-    assert result["estimate_bytes"] == 16 * TINY_PARAMS
-    assert abs(result["measured_state_bytes"] - result["estimate_bytes"]) <= 0.02 * result["estimate_bytes"]
-    assert result["peak_allocated_bytes"] is None  # CUDA only
-    assert result["tokens_per_second"] > 0 and math.isfinite(result["last_loss"])
-    assert "tokens/s" in out.stdout and "training state: estimate" in out.stdout
-
-
-@pytest.mark.parametrize("precision, bytes_per_param", [("bf16", 8), ("autocast-bf16", 16)])
-def test_shape_script_matches_the_estimate_to_the_precision(precision, bytes_per_param):
-    result = train_qwen05b_shape.main(["--tiny", "--steps", "2", "--warmup-steps", "0", "--seq-len", "16",
-                                       "--batch-size", "2", "--precision", precision, "--device", "cpu",
-                                       "--lr", "1e-2"])  # big enough to survive bf16 rounding
-    assert result["estimate_bytes"] == bytes_per_param * TINY_PARAMS
-    assert abs(result["measured_state_bytes"] - result["estimate_bytes"]) <= 0.02 * result["estimate_bytes"]
-    assert result["last_loss"] < result["first_loss"]  # it trains
-
-
-def test_shape_script_refuses_nonsense_sizes():
-    with pytest.raises(SystemExit):
-        train_qwen05b_shape.parse_args(["--steps", "0"])
-
-
-def test_packed_batches_are_the_poems_cut_into_rows(tokenizer):
-    batches = train_qwen05b_shape.packed_batches(tokenizer, batch_size=3, seq_len=50)
-    first, second = next(batches), next(batches)
-    assert first["input_ids"].shape == (3, 50) and torch.equal(first["input_ids"], first["labels"])
-    text = tokenizer.decode(first["input_ids"][0])
-    assert text.startswith(load_records()[0]["instruct"]) and "<|endoftext|>" in tokenizer.decode(first["input_ids"].flatten())
-    assert not torch.equal(first["input_ids"], second["input_ids"])  # the stream moves on
 
 
 def test_accelerate_configs_parse_and_name_real_classes():
