@@ -10,9 +10,9 @@ must match the model. They are rendered with
 Only the Qwen2.5 template is the tokenizer's own (Qwen2.5-0.5B's, character for character).
 The Llama 3 and Gemma templates are this project's re-typings of the released ones, checked
 against public copies of their ``tokenizer_config.json`` (sources named at each family); the
-tests pin the exact strings. They are shown as text: their control tokens are added tokens of
-*their* tokenizers (with the ids listed in :attr:`ChatFamily.stop_token_ids`), while Qwen's
-tokenizer splits them into ordinary pieces.
+tests pin Qwen's template by its sha256 and every template by its renderings. They are shown
+as text: their control tokens are added tokens of *their* tokenizers (with the ids listed in
+:attr:`ChatFamily.stop_token_ids`), while Qwen's tokenizer splits them into ordinary pieces.
 
 :data:`QWEN_TRAINING_TEMPLATE` renders exactly what Qwen's template renders, tool
 conversations included, plus ``{% generation %}`` markers around what the assistant writes
@@ -41,7 +41,10 @@ class ChatFamily:
     Introduced in notebook 01_chat_templates. ``stop_tokens`` are the tokens on which
     ``generate`` must stop for that family's instruction-tuned models (end of turn first,
     then the base model's end of text); ``stop_token_ids`` are their ids in the family's
-    own tokenizer, as its released generation config lists them.
+    own tokenizer, in that order. Released generation configs list them in their own order,
+    and not always completely: ``Meta-Llama-3-8B-Instruct``'s first ``generation_config.json``
+    had only 128001 (128009 was added later, giving ``[128001, 128009]``); Gemma 2's configs
+    list ``[1, 107]``.
     """
 
     name: str
@@ -51,7 +54,9 @@ class ChatFamily:
     documentation: str  # where the family documents this format
 
 
-#: Qwen2.5: ChatML. ``<|im_start|>{role}\n{content}<|im_end|>\n`` per message. Without a
+#: Qwen2.5: ChatML. ``<|im_start|>{role}\n{content}<|im_end|>\n`` per system, user and plain
+#: assistant message (tool calls and tool messages have their own shapes, a message with any
+#: other role renders nothing). Without a
 #: system message, the base model's template (this one) inserts ``You are a helpful
 #: assistant.``; the Instruct models' template inserts
 #: :data:`helpers.tokenizer.INSTRUCT_SYSTEM_PROMPT` instead. Instruct models end a turn with
@@ -74,7 +79,11 @@ QWEN25 = ChatFamily(
 #: ``<|start_header_id|>system<|end_header_id|>\n\nCutting Knowledge Date: December 2023\n``
 #: ``Today Date: 26 Jul 2024\n\n{system message, or nothing}<|eot_id|>`` (3.1's fixed date;
 #: 3.2's template takes today's date through ``strftime_now`` when it is defined), whether or
-#: not the conversation has a system message. Not rendered here.
+#: not the conversation has a system message. Llama 3.1 also brought an ``ipython`` role (tool
+#: results), ``<|python_tag|>`` (before a built-in tool call) and ``<|eom_id|>`` (128008, "end of
+#: message": the model stops to wait for a tool's result); the generation configs of
+#: Llama-3.1-8B-Instruct and Llama-3.2-1B-Instruct stop on ``[128001, 128008, 128009]`` (public
+#: copies found with the search tool). Not rendered here.
 LLAMA3 = ChatFamily(
     name="Llama 3 (3.0)",
     template=(
@@ -99,8 +108,11 @@ LLAMA3 = ChatFamily(
 #: alternate, starting with the user. (Checked against a public copy of the Gemma 2 template,
 #: ``HakunaMatata888/gemma2-poem/tokenizer_config.json``, which also gives ``<start_of_turn>``
 #: = 106 and ``<end_of_turn>`` = 107; ``bos_token`` is written out as ``<bos>``.) A turn ends
-#: with ``<end_of_turn>`` (107); ``<eos>`` is id 1. Gemma 3's template instead accepts a system
-#: message and folds its text into the first user turn, before the user's text.
+#: with ``<end_of_turn>`` (107); ``<eos>`` is id 1; Gemma 2's configs stop on
+#: ``[1, 107]``. Gemma 3 keeps the marker strings but not all ids: its ``<end_of_turn>`` is 106
+#: and its configs stop on ``[1, 106]`` (public copies of Gemma 3 configs, found with the search
+#: tool); its template accepts a system message and folds its text into the first user turn,
+#: before the user's text.
 GEMMA = ChatFamily(
     name="Gemma (1, 2)",
     template=(

@@ -51,7 +51,8 @@ DEFAULT_SYSTEM_PROMPT = "You are a helpful assistant."
 INSTRUCT_SYSTEM_PROMPT = "You are Qwen, created by Alibaba Cloud. You are a helpful assistant."
 
 #: Qwen2.5-0.5B's own chat template (the ``chat_template`` of its ``tokenizer_config.json``),
-#: re-typed: ChatML, i.e. ``<|im_start|>{role}\n{content}<|im_end|>\n`` per message, a default
+#: re-typed: ChatML, i.e. ``<|im_start|>{role}\n{content}<|im_end|>\n`` per system, user and
+#: plain assistant message (a message with any other role renders nothing), a default
 #: system turn when the conversation opens without one, and a tools branch (the tool list in the
 #: system turn, ``<tool_call>`` blocks in assistant turns, consecutive ``tool`` messages as
 #: ``<tool_response>`` blocks inside one user turn). Compared with a public copy of the released

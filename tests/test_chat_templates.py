@@ -3,6 +3,7 @@ import hashlib
 import pytest
 import torch
 from jinja2.exceptions import TemplateError
+from transformers.convert_slow_tokenizer import bytes_to_unicode
 from transformers.generation.stopping_criteria import EosTokenCriteria, StopStringCriteria
 
 from helpers import IGNORE_INDEX, SFTCollator
@@ -226,11 +227,29 @@ def test_a_stop_string_fires_on_llamas_marker_text_but_the_stop_id_does_not(toke
     assert _tokens_until_stop(answer, StopStringCriteria(tokenizer, stop_strings=["<|eot_id|>"])) == len(answer)
 
 
+def test_in_context_the_markers_pieces_change(tokenizer):
+    """After notebook 01's poem, BPE fuses the marker's '<' with the final '。': only a text match finds it."""
+    eot_alone = tokenizer("<|eot_id|>")["input_ids"]
+    in_context = tokenizer("笑傲苍茫。<|eot_id|>")["input_ids"]
+    assert tokenizer.decode(in_context[-7:-6]) == "。<"
+    assert in_context[-6:] == eot_alone[1:] and in_context[-7] != eot_alone[0]
+
+
+def test_stop_string_cache_cannot_hit_for_this_tokenizer(tokenizer):
+    """StopStringCriteria caches its table keyed on tuple(tokenizer.get_vocab().keys()) (transformers 5.23,
+    generation/stopping_criteria.py); the fast tokenizer lists its vocabulary in a new order on each call."""
+    assert len(tokenizer.get_vocab()) == 151665
+    assert list(tokenizer.get_vocab()) != list(tokenizer.get_vocab())
+    assert sorted(tokenizer.get_vocab().items()) == sorted(tokenizer.get_vocab().items())
+
+
 def test_stop_ids_copied_from_other_families_are_ordinary_qwen_tokens(tokenizer):
     assert tokenizer.decode([GEMMA.stop_token_ids[1]]) == '"'
     assert tokenizer.decode([LLAMA3.stop_token_ids[0]]) == "ナル"
     assert tokenizer.decode([LLAMA3.stop_token_ids[1]]) == " отно"
-    assert tokenizer.convert_ids_to_tokens(GEMMA.stop_token_ids[0]) == "\u00af"  # the byte 0xAF
+    assert tokenizer.convert_ids_to_tokens(GEMMA.stop_token_ids[0]) == bytes_to_unicode()[0xAF] == "\u00af"
+    assert 0xAF >> 6 == 0b10  # a UTF-8 continuation byte: alone it decodes to U+FFFD
+    assert tokenizer.decode([GEMMA.stop_token_ids[0]]) == "\ufffd"
     assert all(i < 151643 for i in LLAMA3.stop_token_ids + GEMMA.stop_token_ids)
     # and they fire inside ordinary answers (notebook 01's examples)
     examples = ((GEMMA, '诗名叫"风火"。', '诗名叫"'), (LLAMA3, "我最喜欢的动画是ナルト。", "我最喜欢的动画是ナル"))
@@ -310,6 +329,7 @@ def test_assistant_mask_covers_each_answer_and_its_im_end(tokenizer):
 def test_assistant_mask_matches_sft_collator_except_the_stop_token(tokenizer, records):
     """Same answer tokens as SFTCollator trains on the plain text; only the stop token differs:
     <|im_end|> (151645) in ChatML, <|endoftext|> (151643) after the plain concatenation."""
+    contexts = []
     for record in records:
         encoding = tokenizer.apply_chat_template(
             record_to_messages(record), chat_template=QWEN_TRAINING_TEMPLATE,
@@ -318,8 +338,12 @@ def test_assistant_mask_matches_sft_collator_except_the_stop_token(tokenizer, re
         chat_trained = encoding["input_ids"][encoding["assistant_masks"] == 1].tolist()
         sft_labels = SFTCollator(tokenizer)([record])["labels"][0]
         sft_trained = sft_labels[sft_labels != IGNORE_INDEX].tolist()
-        assert chat_trained[:-1] == sft_trained[:-1]
+        # the answer's tokens on their own: on these records no token straddles the prompt/answer boundary
+        assert chat_trained[:-1] == sft_trained[:-1] == tokenizer(record["label"])["input_ids"]
         assert (chat_trained[-1], sft_trained[-1]) == (151645, 151643)
+        # ... after different contexts: instruct + input vs system turn + headers
+        contexts.append((len(sft_labels) - len(sft_trained), encoding["assistant_masks"][0].tolist().index(1)))
+    assert contexts == [(27, 46), (20, 39), (23, 42), (19, 38), (27, 46)]  # as notebook 01 prints
 
 
 def test_batched_assistant_masks_pad_to_zero(tokenizer, records):
