@@ -54,8 +54,8 @@ def describe_source(name_or_path: str | os.PathLike) -> str:
 def check_model_source(name_or_path: str | os.PathLike, need: Literal["model", "tokenizer"]) -> Path | None:
     """Check that ``name_or_path`` can give a ``need`` before ``from_pretrained`` is called.
 
-    Introduced in notebook 04_full_parameter_training (``load_tokenizer`` and ``load_model``
-    call it for every non-default source). Returns the local directory, or None when
+    Introduced in notebook 01_chat_templates, behind ``load_tokenizer(model_setting())``
+    (``load_tokenizer`` and ``load_model`` call it for every non-default source). Returns the local directory, or None when
     ``name_or_path`` is to be read from a model hub (see :func:`hub_error`). Raises
     :class:`ModelSettingError` for a path that does not exist or is not a directory, an empty
     directory, and a directory without the files of a ``need`` (the model's config and
@@ -102,7 +102,7 @@ def check_model_source(name_or_path: str | os.PathLike, need: Literal["model", "
 def hub_error(name_or_path: str | os.PathLike, need: str, error: BaseException) -> ModelSettingError:
     """The :class:`ModelSettingError` for a hub id whose ``from_pretrained`` raised ``error``.
 
-    Introduced in notebook 04_full_parameter_training. It says whether no hub could be
+    Introduced in notebook 01_chat_templates, behind ``load_tokenizer(model_setting())``. It says whether no hub could be
     reached (offline mode, or no connection, and nothing in the local hub cache), or the hub
     has no such model, and that a local directory works without a hub."""
     from huggingface_hub import constants
@@ -133,7 +133,7 @@ def load_or_explain(name_or_path, local: Path | None, need: str, from_pretrained
     """``from_pretrained(name_or_path, **kwargs)``, with its failure turned into one
     :class:`ModelSettingError` (the original error stays chained as its cause).
 
-    Introduced in notebook 04_full_parameter_training. ``local`` is what
+    Introduced in notebook 01_chat_templates, behind ``load_tokenizer(model_setting())``. ``local`` is what
     :func:`check_model_source` returned: None for a hub id, whose failure
     :func:`hub_error` explains."""
     try:
