@@ -136,8 +136,8 @@ def load_or_explain(name_or_path, local: Path | None, need: str, from_pretrained
     Introduced in notebook 01_chat_templates, behind ``load_tokenizer(model_setting())``. ``local`` is what
     :func:`check_model_source` returned: None for a hub id, whose failure
     :func:`hub_error` explains."""
-    try:
-        return from_pretrained(name_or_path, **kwargs)
+    try:  # the checked local path: from_pretrained itself would not expand a leading ~
+        return from_pretrained(name_or_path if local is None else local, **kwargs)
     except Exception as exc:
         if local is None:
             raise hub_error(name_or_path, need, exc) from exc

@@ -116,6 +116,13 @@ def test_model_without_tokenizer(tmp_path, monkeypatch):
     assert load_model(value).config.hidden_size == HIDDEN  # the model half is fine
 
 
+def test_a_path_under_the_home_directory(tmp_path, monkeypatch):
+    torch.manual_seed(0)
+    Qwen2ForCausalLM(small_config()).save_pretrained(tmp_path / "models" / "small")
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert load_model(pvs(monkeypatch, "~/models/small")).config.hidden_size == HIDDEN
+
+
 def test_tokenizer_without_model(tmp_path, monkeypatch, tokenizer):
     tokenizer.save_pretrained(tmp_path / "tokenizer-only")
     value = pvs(monkeypatch, tmp_path / "tokenizer-only")
