@@ -2,22 +2,35 @@
 
 Introduced in notebook 04_full_parameter_training, which trains a pretraining (预训练) model
 and an SFT (有监督微调) model from the same initial weights and saves both; notebook
-05_inference loads them, or, when they are missing, trains them itself through the same
-functions, so each notebook also runs on its own.
+05_inference loads them, or, when they are missing or unusable, trains them itself through
+the same functions, so each notebook also runs on its own.
+
+A checkpoint directory holds what ``save_pretrained`` writes plus ``checkpoint_record.json``:
+what produced it (objective, model setting, recipe, seed, a hash of the records) and the size
+and sha256 of every file. Saving is atomic (a staging directory, renamed into place), so a
+killed kernel never leaves a directory that looks complete, and :func:`load_or_train` loads a
+checkpoint only when its files match the record and the record matches the current setting
+and data: never a raw deserialisation traceback, never a model trained on something else.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
+import shutil
+import tempfile
+import uuid
+import weakref
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from transformers.utils import logging as hf_logging
 
 from .collators import PretrainCollator, SFTCollator
 from .model import load_model
-from .settings import model_setting
+from .settings import MODEL_ENV_VAR, ModelSettingError, describe_source, model_setting
 from .tokenizer import load_tokenizer
 from .training import TrainConfig, TrainResult, train
 
@@ -25,11 +38,36 @@ from .training import TrainConfig, TrainResult, train
 DEFAULT_OUTPUTS = Path("../outputs")
 #: The two training objectives and the collator that defines each.
 COLLATORS = {"pretrain": PretrainCollator, "sft": SFTCollator}
-#: Learning rate for a model that is already pretrained (``$PVS_MODEL`` set): the tiny
-#: default trains from random weights with a far higher one (``TrainConfig.learning_rate``).
-PRETRAINED_LEARNING_RATE = 1e-5
-#: Files a directory needs to count as a complete checkpoint (model + tokenizer).
-REQUIRED_FILES = ("config.json", "model.safetensors", "tokenizer_config.json", "tokenizer.json")
+#: The recipe for a model that is already pretrained (``$PVS_MODEL`` set): the seed
+#: walkthrough's own run, the one it reports a result for (its ``TrainingArguments`` set
+#: ``num_train_epochs=10, per_device_train_batch_size=2`` and leave the rest at transformers'
+#: defaults: learning rate 5e-5 with linear decay, no warm-up, no weight decay; after it the
+#: fine-tuned Qwen2.5-0.5B recites the first poem from its instruction). The tiny default
+#: trains from random weights with :class:`TrainConfig`'s far higher rate.
+PRETRAINED_RECIPE = TrainConfig(
+    num_train_epochs=10, per_device_train_batch_size=2, learning_rate=5e-5, lr_scheduler_type="linear",
+    warmup_steps=0, weight_decay=0.0,
+)
+PRETRAINED_LEARNING_RATE = PRETRAINED_RECIPE.learning_rate
+#: The file in each checkpoint directory that says what produced it and what it holds.
+RECORD_FILE = "checkpoint_record.json"
+#: Bump when the record's meaning changes: older checkpoints are then retrained, not trusted.
+RECORD_FORMAT = 1
+#: Files a directory needs to count as a complete checkpoint (model + tokenizer + record).
+REQUIRED_FILES = ("config.json", "model.safetensors", "tokenizer_config.json", "tokenizer.json", RECORD_FILE)
+
+# What train_both trained each model on, until save_checkpoint writes it into the record.
+# Weak keys: the entry goes away with the model.
+_TRAINED_ON: "weakref.WeakKeyDictionary[object, dict]" = weakref.WeakKeyDictionary()
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint directory that cannot be used: the message names the directory and the problem."""
+
+    def __init__(self, directory: str | os.PathLike, problem: str):
+        self.directory = Path(directory)
+        self.problem = problem
+        super().__init__(f"{self.directory.as_posix()}: {problem}")
 
 
 @dataclass
@@ -58,11 +96,46 @@ def recipe(model_name: str | None = None) -> TrainConfig:
 
     Introduced in notebook 04_full_parameter_training. The tiny default (``model_name``
     None) trains from random weights with :class:`TrainConfig`'s defaults; a pretrained model
-    (``$PVS_MODEL``) gets the same recipe with :data:`PRETRAINED_LEARNING_RATE`, since a
-    learning rate that high would wreck what it already knows.
+    (``$PVS_MODEL``) gets :data:`PRETRAINED_RECIPE`, the seed walkthrough's run (10 epochs,
+    batch 2, learning rate 5e-5 decaying linearly), since a learning rate as high as the tiny
+    model's would wreck what it already knows.
     """
-    config = TrainConfig()
-    return config if model_name is None else replace(config, learning_rate=PRETRAINED_LEARNING_RATE)
+    return TrainConfig() if model_name is None else PRETRAINED_RECIPE
+
+
+def records_sha256(records) -> str:
+    """sha256 of the records as canonical JSON (sorted keys, no extra spaces, UTF-8).
+
+    Introduced in notebook 05_inference. It changes when any record's content changes, and
+    not when only the data file's formatting does."""
+    canonical = json.dumps(records, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+def training_record(objective: str, model_name: str | None, config: TrainConfig, records, seed: int) -> dict:
+    """What a checkpoint must have been trained with to count as the run ``load_or_train`` asks for.
+
+    Introduced in notebook 05_inference. ``print_loss`` is left out: it changes nothing in
+    the weights."""
+    fields = asdict(config)
+    fields.pop("print_loss")
+    return {
+        "objective": objective,
+        "model_setting": model_name,
+        "recipe": fields,
+        "seed": seed,
+        "records_sha256": records_sha256(records),
+    }
+
+
+def library_versions() -> dict[str, str]:
+    """The versions of the libraries that train, save and load a checkpoint (for the record)."""
+    import safetensors
+    import tokenizers
+    import torch
+    import transformers
+
+    return {module.__name__: module.__version__ for module in (torch, transformers, tokenizers, safetensors)}
 
 
 def train_both(tokenizer, records, config: TrainConfig | None = None, model_name=None, seed: int = 0) -> dict[str, TrainResult]:
@@ -72,6 +145,8 @@ def train_both(tokenizer, records, config: TrainConfig | None = None, model_name
     ``load_model(model_name, tokenizer, seed=seed)`` (the same weights) and train with
     :func:`helpers.training.train` and the same ``config`` (default: :func:`recipe`), so
     the collator is the only difference. ``model_name`` defaults to ``model_setting()``.
+    Each trained model remembers what it was trained on, and :func:`save_checkpoint` writes
+    that into its checkpoint's record.
     """
     model_name = model_setting() if model_name is None else model_name
     config = recipe(model_name) if config is None else config
@@ -81,6 +156,7 @@ def train_both(tokenizer, records, config: TrainConfig | None = None, model_name
             print(f"--- {objective} ---")
         model = load_model(model_name, tokenizer, seed=seed)
         results[objective] = train(model, tokenizer, records, collator(tokenizer), config)
+        _TRAINED_ON[results[objective].model] = training_record(objective, model_name, config, records, seed)
     return results
 
 
@@ -98,58 +174,226 @@ def _no_progress_bars():
             hf_logging.enable_progress_bar()
 
 
-def save_checkpoint(model, tokenizer, directory: str | os.PathLike, state_dict=None) -> list[str]:
-    """Save ``model`` and ``tokenizer`` with ``save_pretrained``; returns the file names written.
+def _sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        for block in iter(lambda: file.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _leftovers(directory: Path) -> list[Path]:
+    """Staging or replaced directories an interrupted :func:`save_checkpoint` left beside ``directory``."""
+    if not directory.parent.is_dir():
+        return []
+    return sorted(directory.parent.glob(f".{directory.name}.staging-*")) + sorted(
+        directory.parent.glob(f".{directory.name}.replaced-*")
+    )
+
+
+def save_checkpoint(model, tokenizer, directory: str | os.PathLike, state_dict=None, training: dict | None = None) -> list[str]:
+    """Save ``model`` and ``tokenizer`` with ``save_pretrained``, atomically, with a record;
+    returns the file names written.
 
     Introduced in notebook 04_full_parameter_training. The weights go to
-    ``model.safetensors``; ``directory`` is created if needed. ``state_dict`` replaces the
-    model's own (``scripts/accelerate_train.py`` passes the gathered weights of an
-    FSDP-sharded model).
+    ``model.safetensors``. Everything is written into a staging directory beside
+    ``directory`` and renamed into place at the end, so ``directory`` is either the old
+    checkpoint or the complete new one (a save killed halfway leaves only a hidden staging
+    directory, which the next save removes). ``checkpoint_record.json`` holds ``training``
+    (default: what :func:`train_both` trained this model on, or None), the library versions,
+    and each file's size and sha256. ``state_dict`` replaces the model's own
+    (``scripts/accelerate_train.py`` passes the gathered weights of an FSDP-sharded model).
     """
     directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    with _no_progress_bars():
-        model.save_pretrained(directory, state_dict=state_dict)
-    tokenizer.save_pretrained(directory)
+    training = _TRAINED_ON.get(model) if training is None else training
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    for leftover in _leftovers(directory):
+        shutil.rmtree(leftover, ignore_errors=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{directory.name}.staging-", dir=directory.parent))
+    try:
+        with _no_progress_bars():
+            model.save_pretrained(staging, state_dict=state_dict)
+        tokenizer.save_pretrained(staging)
+        files = {
+            path.name: {"bytes": path.stat().st_size, "sha256": _sha256_of(path)}
+            for path in sorted(staging.iterdir()) if path.is_file()
+        }
+        record = {"format": RECORD_FORMAT, "training": training, "versions": library_versions(), "files": files}
+        (staging / RECORD_FILE).write_text(json.dumps(record, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+        replaced = None
+        if directory.exists():
+            replaced = directory.with_name(f".{directory.name}.replaced-{uuid.uuid4().hex[:8]}")
+            os.replace(directory, replaced)
+        os.replace(staging, directory)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    if replaced is not None:
+        shutil.rmtree(replaced, ignore_errors=True)
     return sorted(p.name for p in directory.iterdir() if p.is_file())
 
 
-def has_checkpoint(directory: str | os.PathLike) -> bool:
-    """Whether ``directory`` holds a complete model + tokenizer checkpoint.
+def read_record(directory: str | os.PathLike) -> dict:
+    """The parsed ``checkpoint_record.json`` of ``directory``.
 
-    Introduced in notebook 05_inference.
+    Introduced in notebook 05_inference. Raises :class:`CheckpointError` naming the
+    directory when it is missing or unreadable."""
+    path = Path(directory) / RECORD_FILE
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise CheckpointError(
+            directory, f"has no {RECORD_FILE} (saved before checkpoints carried a record, or not by "
+            "save_checkpoint), so what it holds and was trained on is unknown"
+        ) from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise CheckpointError(directory, f"{RECORD_FILE} is unreadable ({exc})") from exc
+    if not isinstance(record, dict) or record.get("format") != RECORD_FORMAT or not isinstance(record.get("files"), dict):
+        raise CheckpointError(directory, f"{RECORD_FILE} is not a format-{RECORD_FORMAT} record")
+    return record
+
+
+def checkpoint_problem(directory: str | os.PathLike, expected_training: dict | None = None) -> str | None:
+    """Why ``directory`` is not a usable checkpoint, in a few words, or None when it is.
+
+    Introduced in notebook 05_inference. Checks that the directory and its record exist,
+    that every file the record lists is there with its recorded size and sha256 (a truncated
+    or overwritten file fails here, before any deserialiser sees it), and, when
+    ``expected_training`` is given (a :func:`training_record`), that the checkpoint was
+    trained with exactly that: objective, ``PVS_MODEL`` setting, recipe, seed and records.
     """
-    return all((Path(directory) / name).is_file() for name in REQUIRED_FILES)
+    directory = Path(directory)
+    if not directory.is_dir():
+        interrupted = _leftovers(directory)
+        note = f" (an interrupted save left {interrupted[0].name})" if interrupted else ""
+        return f"does not exist{note}"
+    try:
+        record = read_record(directory)
+    except CheckpointError as exc:
+        return exc.problem
+    for name in REQUIRED_FILES:
+        if name != RECORD_FILE and name not in record["files"]:
+            return f"its record lists no {name}"
+    for name, expected in record["files"].items():
+        path = directory / name
+        if not path.is_file():
+            return f"{name} is missing"
+        size = path.stat().st_size
+        if size != expected.get("bytes"):
+            return f"{name} has {size:,} bytes, its record says {expected.get('bytes'):,} (truncated or overwritten)"
+        if _sha256_of(path) != expected.get("sha256"):
+            return f"{name} does not match the sha256 in its record (changed after it was saved)"
+    if expected_training is None:
+        return None
+    return _training_mismatch(record.get("training"), json.loads(json.dumps(expected_training)))
+
+
+def _training_mismatch(found: dict | None, expected: dict) -> str | None:
+    if not isinstance(found, dict):
+        return "its record does not say how it was trained (not saved from train_both)"
+    if found.get("objective") != expected["objective"]:
+        return f"holds a {found.get('objective')!r} checkpoint, not {expected['objective']!r}"
+    if found.get("model_setting") != expected["model_setting"]:
+        def show(value):
+            return "unset (the tiny default)" if value is None else repr(value)
+        return (f"was trained with {MODEL_ENV_VAR} {show(found.get('model_setting'))}, "
+                f"now {MODEL_ENV_VAR} is {show(expected['model_setting'])}")
+    if found.get("records_sha256") != expected["records_sha256"]:
+        return (f"was trained on other records (sha256 {str(found.get('records_sha256'))[:12]}..., "
+                f"the data now gives {expected['records_sha256'][:12]}...)")
+    if found.get("recipe") != expected["recipe"]:
+        old = found.get("recipe") if isinstance(found.get("recipe"), dict) else {}
+        changed = [f"{key} {old.get(key)!r} -> {value!r}" for key, value in expected["recipe"].items() if old.get(key) != value]
+        changed += [f"{key} {old[key]!r} -> (none)" for key in old if key not in expected["recipe"]]
+        return f"was trained with another recipe ({', '.join(changed)})"
+    if found.get("seed") != expected["seed"]:
+        return f"was trained from seed {found.get('seed')!r}, not {expected['seed']!r}"
+    return None
+
+
+def has_checkpoint(directory: str | os.PathLike) -> bool:
+    """Whether ``directory`` holds a complete, intact checkpoint: a record, and every file it
+    lists with the recorded size and sha256.
+
+    Introduced in notebook 05_inference. It does not say what the checkpoint was trained on:
+    :func:`load_or_train` checks that too.
+    """
+    return checkpoint_problem(directory) is None
 
 
 def load_checkpoint(directory: str | os.PathLike) -> Checkpoint:
     """Reload a saved checkpoint with ``from_pretrained`` (tokenizer first, then the model).
 
     Introduced in notebook 04_full_parameter_training. The model is returned in eval mode.
+    When the directory has a record, its files are checked against it first. Any failure
+    raises :class:`CheckpointError` naming the directory and the problem (the library's
+    error stays chained as its cause).
     """
-    tokenizer = load_tokenizer(directory)
-    with _no_progress_bars():
-        model = load_model(directory, tokenizer)
+    directory = Path(directory)
+    if (directory / RECORD_FILE).is_file():
+        problem = checkpoint_problem(directory)
+        if problem is not None:
+            raise CheckpointError(directory, problem)
+    try:
+        tokenizer = load_tokenizer(directory)
+        with _no_progress_bars():
+            model = load_model(directory, tokenizer)
+    except Exception as exc:
+        raise CheckpointError(directory, f"cannot be loaded ({_explain(directory, exc)})") from exc
     model.eval()
-    return Checkpoint(model=model, tokenizer=tokenizer, path=Path(directory))
+    return Checkpoint(model=model, tokenizer=tokenizer, path=directory)
 
 
-def load_or_train(root: str | os.PathLike = DEFAULT_OUTPUTS, records=None, seed: int = 0) -> tuple[dict[str, Checkpoint], str]:
-    """Both checkpoints from ``root``; trains and saves them first when either is missing.
+def _explain(directory: Path, error: Exception) -> str:
+    """The library error behind a failed load, in one line: ``SafetensorError: ...``, or the
+    problem a :class:`ModelSettingError` names (without repeating the directory)."""
+    if isinstance(error, ModelSettingError) and error.__cause__ is None:
+        return str(error).removeprefix(f"{describe_source(directory)}: ")
+    if isinstance(error, ModelSettingError):
+        error = error.__cause__
+    text = str(error).strip()
+    return f"{type(error).__name__}: {text.splitlines()[0]}" if text else type(error).__name__
+
+
+def load_or_train(
+    root: str | os.PathLike = DEFAULT_OUTPUTS, records=None, seed: int = 0, retrain: bool = True
+) -> tuple[dict[str, Checkpoint], str]:
+    """Both checkpoints from ``root``, trained and saved first when they cannot be used.
 
     Introduced in notebook 05_inference. Returns ``(checkpoints, how)`` where ``how`` is
-    ``"loaded"`` or ``"trained"``. Training goes through :func:`train_both` with the model
-    named by ``model_setting()`` and its :func:`recipe`: the run notebook
-    04_full_parameter_training makes.
+    ``"loaded"`` or ``"trained"``. A checkpoint is loaded only when it is intact and was
+    trained on the run asked for now: the model named by ``model_setting()``, its
+    :func:`recipe`, ``seed``, and ``records`` (default: :func:`helpers.data.load_records`).
+    Otherwise one printed line says why, and :func:`train_both` trains both again (the run
+    notebook 04_full_parameter_training makes); with ``retrain=False`` a
+    :class:`CheckpointError` is raised instead.
     """
-    dirs = checkpoint_dirs(root)
-    how = "loaded"
-    if not all(has_checkpoint(d) for d in dirs.values()):
-        from .data import load_records
+    from .data import load_records
 
-        tokenizer = load_tokenizer(model_setting())
-        results = train_both(tokenizer, load_records() if records is None else records, seed=seed)
-        for objective, result in results.items():
-            save_checkpoint(result.model, tokenizer, dirs[objective])
-        how = "trained"
-    return {objective: load_checkpoint(d) for objective, d in dirs.items()}, how
+    records = load_records() if records is None else records
+    model_name = model_setting()
+    config = recipe(model_name)
+    dirs = checkpoint_dirs(root)
+    problems = {}
+    for objective, directory in dirs.items():
+        problem = checkpoint_problem(directory, training_record(objective, model_name, config, records, seed))
+        if problem is not None:
+            problems[directory] = problem
+    if not problems:
+        try:
+            return {objective: load_checkpoint(d) for objective, d in dirs.items()}, "loaded"
+        except CheckpointError as exc:
+            problems[exc.directory] = exc.problem
+    reasons = "; ".join(f"{d.as_posix()}: {p}" for d, p in problems.items())
+    if not retrain:
+        directory, problem = next(iter(problems.items()))
+        raise CheckpointError(directory, problem)
+    if len(problems) == len(dirs) and all(p.startswith("does not exist") for p in problems.values()):
+        print(f"no checkpoints in {Path(root).as_posix()} yet: training them")
+    else:
+        print(f"training the checkpoints again: {reasons}")
+    tokenizer = load_tokenizer(model_name)
+    results = train_both(tokenizer, records, config, model_name=model_name, seed=seed)
+    for objective, result in results.items():
+        save_checkpoint(result.model, tokenizer, dirs[objective])
+    return {objective: load_checkpoint(d) for objective, d in dirs.items()}, "trained"

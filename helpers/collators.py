@@ -14,6 +14,13 @@ labels are set to -100 (ignored by the loss):
 - ``"id"``: every label equal to ``pad_token_id`` (the seed's way). When pad == eos this
   also masks the real eos, so the model never learns to stop.
 - ``False``: padding is trained like text.
+
+Record text may not contain the tokenizer's added tokens (``<|endoftext|>``, ``<|im_start|>``,
+``[PAD]``...): each would be encoded as that control token, not as text. The collators refuse
+such a record with a :class:`~helpers.data.DataError`, so the only control token in a row is
+the eos they append. (``split_special_tokens=True`` is not enough for Qwen2.5: it splits the 14
+tokens flagged special but still encodes ``<tool_call>`` and the fill-in-the-middle markers as
+control tokens; notebook 03_label_masking shows it.)
 """
 
 from __future__ import annotations
@@ -22,6 +29,8 @@ from dataclasses import dataclass
 from typing import Any, Literal, Sequence
 
 import torch
+
+from .data import check_record
 
 IGNORE_INDEX = -100  # cross_entropy's default ignore_index: these labels add no loss
 MASK_PAD_CHOICES = ("position", "id", False)
@@ -49,19 +58,47 @@ class PretrainCollator:
     max_length: int | None = None  # longest allowed record in tokens; None: model_max_length
 
     def __post_init__(self):
-        if self.mask_pad not in MASK_PAD_CHOICES:
+        # `is False`, not `in`: 0 == False, and 0 is no choice of its own
+        if not (self.mask_pad is False or (isinstance(self.mask_pad, str) and self.mask_pad in MASK_PAD_CHOICES)):
             raise ValueError(f"mask_pad must be one of {MASK_PAD_CHOICES}, got {self.mask_pad!r}")
+        if self.max_length is not None and (
+            isinstance(self.max_length, bool) or not isinstance(self.max_length, int) or self.max_length < 1
+        ):
+            raise ValueError(
+                f"max_length must be a positive number of tokens, or None for the tokenizer's "
+                f"model_max_length; got {self.max_length!r}"
+            )
         if self.tokenizer.pad_token_id is None:
             raise ValueError("the tokenizer has no pad token: set tokenizer.pad_token first")
         if self.append_eos and self.tokenizer.eos_token_id is None:
             raise ValueError("append_eos=True needs a tokenizer with an eos token")
 
     def text(self, record: dict) -> str:
-        """The training text of one record: ``instruct + input + label (+ eos)``."""
+        """The training text of one record: ``instruct + input + label (+ eos)``.
+
+        Raises :class:`~helpers.data.DataError` for a record that is not a valid record or
+        whose text holds one of the tokenizer's added tokens."""
+        self.check(record, f"the record handed to {type(self).__name__}.text")
+        return self._text(record)
+
+    def _text(self, record: dict) -> str:
         eos = self.tokenizer.eos_token if self.append_eos else ""
         return record["instruct"] + record["input"] + record["label"] + eos
 
+    def check(self, record: object, where: str) -> None:
+        """Raise :class:`~helpers.data.DataError` (naming ``where``, the field and the token)
+        unless ``record`` has string ``instruct``/``input``/``label`` fields, free of every
+        token in the tokenizer's added vocabulary."""
+        check_record(record, where, self.tokenizer.get_added_vocab())
+
     def __call__(self, records: Sequence[dict]) -> dict[str, torch.Tensor]:
+        if isinstance(records, dict):
+            raise ValueError(
+                f"records must be a list of records; {type(self).__name__} was handed a single "
+                "record (a dict): wrap it in a list"
+            )
+        if len(records) == 0:
+            raise ValueError(f"records is empty: {type(self).__name__} needs at least one record to make a batch")
         rows = [self._encode(index, record) for index, record in enumerate(records)]
         width = max(len(ids) for ids, _ in rows)
         pad_id = self.tokenizer.pad_token_id
@@ -80,7 +117,8 @@ class PretrainCollator:
 
     def _encode(self, index: int, record: dict) -> tuple[list[int], list[int]]:
         """Token ids and (before padding) labels of one record."""
-        encoding = self.tokenizer(self.text(record), return_offsets_mapping=True)
+        self.check(record, f"record {index} handed to {type(self).__name__}")
+        encoding = self.tokenizer(self._text(record), return_offsets_mapping=True)
         ids = encoding["input_ids"]
         limit = self.max_length or self.tokenizer.model_max_length
         if len(ids) > limit:

@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass
 import torch
 from transformers import AutoModelForCausalLM, Qwen2Config, Qwen2ForCausalLM
 
+from .settings import check_model_source, load_or_explain
 from .tokenizer import FIRST_ADDED_ID
 
 
@@ -58,7 +59,12 @@ def load_model(name_or_path: str | os.PathLike | None = None, tokenizer=None, se
     - ``None``: a tiny random-init Qwen2 model (:class:`TinyQwenConfig`); the same ``seed``
       gives the same weights.
     - a local directory or hub id: ``AutoModelForCausalLM.from_pretrained`` (safetensors,
-      no remote code).
+      no remote code) with ``dtype=torch.float32``. The default, ``dtype="auto"``, would keep
+      the dtype the weights are stored in: bf16 for Qwen2.5-0.5B, so weights, gradients and
+      AdamW states would all be bf16 and small updates would round away. In fp32 the Trainer's
+      ``bf16=True`` (on a GPU) autocasts the matmuls and keeps fp32 master weights. A value that
+      cannot work (no such directory, no config or safetensors weights, no hub reachable)
+      raises :class:`helpers.settings.ModelSettingError` naming ``PVS_MODEL``.
 
     The tiny model's weights depend on ``seed`` alone, not on the tokenizer: its config names
     no pad id, so no embedding row is zeroed or frozen (see :meth:`TinyQwenConfig.to_qwen2_config`).
@@ -70,7 +76,9 @@ def load_model(name_or_path: str | os.PathLike | None = None, tokenizer=None, se
         torch.manual_seed(seed)
         model = Qwen2ForCausalLM(TinyQwenConfig().to_qwen2_config())
     else:
-        model = AutoModelForCausalLM.from_pretrained(name_or_path, use_safetensors=True)
+        local = check_model_source(name_or_path, "model")
+        model = load_or_explain(name_or_path, local, "model", AutoModelForCausalLM.from_pretrained,
+                                use_safetensors=True, dtype=torch.float32)
     if tokenizer is not None:
         model.generation_config.pad_token_id = tokenizer.pad_token_id
         model.generation_config.eos_token_id = tokenizer.eos_token_id

@@ -227,10 +227,16 @@ def load_tokenizer(name_or_path: str | os.PathLike | None = None):
     - ``None``: the exact Qwen2.5 base tokenizer rebuilt offline (151,665 tokens; eos and pad
       are both ``<|endoftext|>`` = 151643), loaded from the on-disk cache when the cache is
       intact, else rebuilt and re-cached.
-    - a local directory or hub id: ``AutoTokenizer.from_pretrained`` of it.
+    - a local directory or hub id: ``AutoTokenizer.from_pretrained`` of it. A value that
+      cannot work (no such directory, no tokenizer files in it, no hub reachable) raises
+      :class:`helpers.settings.ModelSettingError` naming ``PVS_MODEL`` and what is missing.
     """
     if name_or_path is not None:
-        return AutoTokenizer.from_pretrained(name_or_path, padding_side="right")
+        from .settings import check_model_source, load_or_explain
+
+        local = check_model_source(name_or_path, "tokenizer")  # a clear error before a misleading one
+        return load_or_explain(name_or_path, local, "tokenizer", AutoTokenizer.from_pretrained,
+                               padding_side="right")
     fingerprint = _fingerprint()
     directory = cache_dir()
     tokenizer = _load_cached(directory, fingerprint)

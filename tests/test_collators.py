@@ -1,9 +1,11 @@
+import re
 import unicodedata
 
 import pytest
 import torch
 
-from helpers import IGNORE_INDEX, PretrainCollator, RecordTooLongError, SFTCollator
+from helpers import IGNORE_INDEX, DataError, PretrainCollator, RecordTooLongError, SFTCollator
+from helpers.tokenizer import ADDED_TOKENS, FIRST_ADDED_ID
 from seed_facts import EOS_ID, PAD_ID, RECORD_0_IDS, RECORD_1_IDS
 
 
@@ -260,3 +262,75 @@ def test_default_limit_is_the_tokenizers_model_max_length(fresh_tokenizer, recor
     fresh_tokenizer.model_max_length = 40
     with pytest.raises(RecordTooLongError, match="max_length=40"):
         SFTCollator(fresh_tokenizer)(records[:1])
+
+
+# --- control tokens in record text, and bad arguments -----------------------------------------
+
+
+@pytest.mark.parametrize("collator_class", [PretrainCollator, SFTCollator])
+@pytest.mark.parametrize("field", ["instruct", "input", "label"])
+@pytest.mark.parametrize("token", ADDED_TOKENS)
+def test_records_handed_straight_to_a_collator_are_checked_for_control_tokens(tokenizer, records, collator_class, field, token):
+    """Records built in code skip load_records: the collator refuses them itself, so the only
+    control token in a row is the eos it appends."""
+    bad = dict(records[1], **{field: records[1][field] + token})
+    with pytest.raises(DataError, match=rf"^record 1 handed to {collator_class.__name__}: field '{field}' "
+                       rf"contains the control token '{re.escape(token)}'"):
+        collator_class(tokenizer)([records[0], bad])
+
+
+def test_the_tokenizers_own_added_tokens_are_refused_too(pad_tokenizer, records):
+    """A [PAD] added to the tokenizer would be the pad id inside the text (and masked by mask_pad='id')."""
+    bad = dict(records[0], label="红绫[PAD]缠腕")
+    with pytest.raises(DataError, match=r"record 0 handed to PretrainCollator: field 'label' contains the control token '\[PAD\]'"):
+        PretrainCollator(pad_tokenizer)([bad])
+    with pytest.raises(DataError, match=r"the record handed to SFTCollator.text: field 'label' contains"):
+        SFTCollator(pad_tokenizer).text(bad)
+
+
+@pytest.mark.parametrize("collator_class", [PretrainCollator, SFTCollator])
+def test_the_only_control_token_in_a_row_is_the_appended_eos(tokenizer, records, collator_class):
+    batch = collator_class(tokenizer)(records)
+    added = batch["input_ids"] >= FIRST_ADDED_ID
+    lengths = batch["attention_mask"].sum(1)
+    for row, length in enumerate(lengths.tolist()):
+        assert added[row, :length].nonzero().flatten().tolist() == [length - 1]
+        assert batch["input_ids"][row, length - 1] == EOS_ID
+
+
+@pytest.mark.parametrize("mask_pad", ["pos", "ID", True, 0, None, "none"])
+def test_bad_mask_pad(tokenizer, mask_pad):
+    with pytest.raises(ValueError, match=rf"^mask_pad must be one of \('position', 'id', False\), got {re.escape(repr(mask_pad))}$"):
+        PretrainCollator(tokenizer, mask_pad=mask_pad)
+
+
+@pytest.mark.parametrize("max_length", [0, -5, 2.5, True, "100"])
+def test_bad_max_length(tokenizer, max_length):
+    with pytest.raises(ValueError, match=rf"^max_length must be a positive number of tokens.*got {re.escape(repr(max_length))}$"):
+        SFTCollator(tokenizer, max_length=max_length)
+
+
+@pytest.mark.parametrize("collator_class", [PretrainCollator, SFTCollator])
+def test_empty_list(tokenizer, collator_class):
+    with pytest.raises(ValueError, match=rf"^records is empty: {collator_class.__name__} needs at least one record"):
+        collator_class(tokenizer)([])
+
+
+def test_a_single_record_instead_of_a_list(tokenizer, records):
+    with pytest.raises(ValueError, match=r"^records must be a list of records; SFTCollator was handed a single record"):
+        SFTCollator(tokenizer)(records[0])
+
+
+@pytest.mark.parametrize("collator_class", [PretrainCollator, SFTCollator])
+@pytest.mark.parametrize("field", ["instruct", "input", "label"])
+def test_a_record_without_a_field(tokenizer, records, collator_class, field):
+    bad = {k: v for k, v in records[2].items() if k != field}
+    with pytest.raises(DataError, match=rf"^record 1 handed to {collator_class.__name__}: field '{field}' is missing$"):
+        collator_class(tokenizer)([records[0], bad])
+
+
+def test_a_record_that_is_not_a_dict_or_has_a_non_string_field(tokenizer, records):
+    with pytest.raises(DataError, match=r"^record 0 handed to PretrainCollator: must be a JSON object, found a string$"):
+        PretrainCollator(tokenizer)(["请你给哪吒写一首诗："])
+    with pytest.raises(DataError, match=r"^record 0 handed to PretrainCollator: field 'label' must be a string, found null$"):
+        PretrainCollator(tokenizer)([dict(records[0], label=None)])

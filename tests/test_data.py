@@ -3,6 +3,7 @@ import json
 import pytest
 
 from helpers import DataError, load_records
+from helpers.tokenizer import ADDED_TOKENS, FIRST_ADDED_ID, N_SPECIAL
 
 
 def write(tmp_path, content, name="records.json"):
@@ -82,3 +83,51 @@ def test_empty_instruct_or_label(tmp_path, field):
 
 def test_data_error_is_a_value_error():
     assert issubclass(DataError, ValueError)
+
+
+# --- control tokens inside record text ------------------------------------------------------
+#
+# Qwen2.5's 22 added tokens are encoded as one control id wherever they appear in text: an
+# <|endoftext|> inside a label would teach an early stop, an <|im_start|> inside an input would
+# forge a chat turn. load_records refuses them, naming file, record, field and token.
+
+
+@pytest.mark.parametrize("field", ["instruct", "input", "label"])
+@pytest.mark.parametrize("token", ADDED_TOKENS)
+def test_each_added_token_in_each_field_is_refused(tmp_path, field, token):
+    record = dict(GOOD, **{field: f"前文{token}后文"})
+    path = write(tmp_path, [GOOD, record])
+    with pytest.raises(DataError) as error:
+        load_records(path)
+    assert str(error.value).startswith(
+        f"{path}: record 1: field {field!r} contains the control token {token!r}, which the tokenizer would encode"
+    )
+
+
+def test_the_tokenizer_does_encode_them_as_control_ids(tokenizer):
+    """Why the rule exists: each of the 22 strings is one added id inside ordinary text."""
+    for token_id, token in enumerate(ADDED_TOKENS, start=FIRST_ADDED_ID):
+        assert tokenizer("前文" + token + "后文")["input_ids"].count(token_id) == 1
+
+
+def test_split_special_tokens_is_not_enough_for_qwen(tokenizer):
+    """split_special_tokens=True spells the 14 special tokens as text but still encodes the 8
+    ordinary added tokens (<tool_call>, </tool_call>, the fill-in-the-middle markers) as control ids:
+    so the series refuses such records instead."""
+    still_control = [
+        token for token_id, token in enumerate(ADDED_TOKENS, start=FIRST_ADDED_ID)
+        if token_id in tokenizer("x" + token + "y", split_special_tokens=True)["input_ids"]
+    ]
+    assert still_control == list(ADDED_TOKENS[N_SPECIAL:])
+    assert len(still_control) == 8
+
+
+def test_the_first_token_in_the_text_is_named(tmp_path):
+    record = dict(GOOD, label="a<|im_end|>b<|endoftext|>")
+    with pytest.raises(DataError, match=r"field 'label' contains the control token '<\|im_end\|>'"):
+        load_records(write(tmp_path, [record]))
+
+
+def test_look_alikes_are_plain_text(tmp_path):
+    record = dict(GOOD, input="<|im_start user|> <endoftext> <tool_call <|ENDOFTEXT|>")
+    assert load_records(write(tmp_path, [record])) == [record]
