@@ -19,9 +19,12 @@ from .memory import (
     measure_training_memory, plot_estimate_vs_measured, qwen25_05b_config, saved_activation_bytes,
 )
 from .checkpoints import (
-    PRETRAINED_LEARNING_RATE, Checkpoint, checkpoint_dirs, has_checkpoint, load_checkpoint, load_or_train,
-    recipe, save_checkpoint, train_both,
+    PRETRAINED_LEARNING_RATE, PRETRAINED_RECIPE, RECORD_FILE, Checkpoint, CheckpointError, checkpoint_dirs,
+    checkpoint_problem, has_checkpoint, load_checkpoint, load_or_train, read_record, recipe, records_sha256,
+    save_checkpoint, train_both, training_record,
 )
+from .data import check_record, find_control_token
+from .settings import ModelSettingError
 from .pitfalls import (
     VARIANTS, Measurement, Variant, VariantRun, add_pad_token, describe_run, ensure_embedding_rows, measure,
     next_token_probability, results_table, train_variant,
@@ -43,6 +46,8 @@ __all__ += [  # notebooks 04_full_parameter_training and 05_inference
     "has_checkpoint", "load_checkpoint", "load_or_train", "measure_training_memory",
     "plot_estimate_vs_measured", "qwen25_05b_config", "recipe", "save_checkpoint",
     "saved_activation_bytes", "train_both",
+    "CheckpointError", "ModelSettingError", "PRETRAINED_RECIPE", "RECORD_FILE", "checkpoint_problem",
+    "read_record", "records_sha256", "training_record", "check_record", "find_control_token",
 ]
 __all__ += [  # notebook 02_pad_eos_pitfalls
     "Measurement", "VARIANTS", "Variant", "VariantRun", "add_pad_token", "describe_run",
