@@ -53,3 +53,9 @@ __all__ += [  # notebook 02_pad_eos_pitfalls
     "Measurement", "VARIANTS", "Variant", "VariantRun", "add_pad_token", "describe_run",
     "ensure_embedding_rows", "measure", "next_token_probability", "results_table", "train_variant",
 ]
+
+from .packing import PackingCollator, pack_into_blocks
+
+__all__ += [  # notebook 07_packing
+    "PackingCollator", "pack_into_blocks",
+]
