@@ -27,7 +27,7 @@ from typing import Any, Literal, Sequence
 import torch
 
 from .collators import PretrainCollator
-from .generation import Generation, generate
+from .generation import Generation, generate, resolve_stop_ids
 from .model import load_model
 from .training import TrainConfig, TrainResult, train
 
@@ -184,7 +184,7 @@ def measure(model, tokenizer, records: Sequence[dict], max_new_tokens: int, stop
     text (special tokens kept) with the label, so a pad or eos emitted inside the poem does
     not count as a recall.
     """
-    stop_ids = [tokenizer.eos_token_id] if stop_token_ids is None else [int(i) for i in stop_token_ids]
+    stop_ids = resolve_stop_ids(stop_token_ids, tokenizer)
     generations, recalled, eos_probabilities = [], [], []
     for record in records:
         generation = generate(model, tokenizer, prompt_of(record), max_new_tokens=max_new_tokens, stop_token_ids=stop_ids)
@@ -235,11 +235,13 @@ def train_variant(
     """Train the series' model on ``records`` padded and ended as ``variant`` says, then measure it.
 
     Introduced in notebook 02_pad_eos_pitfalls. Every variant starts from the same weights
-    (``load_model(model_name, tokenizer, seed=seed)``) and trains with the same ``config``
+    (``load_model(model_name, tokenizer, seed=seed)``: the tiny model's weights do not depend
+    on the tokenizer, so not on the pad token) and trains with the same ``config``
     (the default recipe unless given), so the variants differ only in their batches.
     ``tokenizer`` is the base tokenizer or, for variants that add a pad token, one that
     already has it (see :func:`variant_tokenizer`). ``model``: train this one instead of
-    loading a fresh model (its pad and eos ids are set to the tokenizer's, as ``load_model`` does). The embedding grows when the
+    loading a fresh model (its generation pad and eos ids are set to the tokenizer's, as
+    ``load_model`` does; ``model.config`` is left alone). The embedding grows when the
     tokenizer outgrew it (:func:`ensure_embedding_rows`), never shrinks.
     """
     tokenizer = variant_tokenizer(variant, tokenizer)
@@ -258,15 +260,15 @@ TABLE_COLUMNS = ("variant", "pad token", "mask_pad", "eos appended", "stop ids",
                  "exact recall", "mean new tokens", "p(eos)")
 
 
-def results_table(runs: Sequence[VariantRun], tail_index: int = 1, tail_length: int = 6) -> str:
+def results_table(runs: Sequence[VariantRun], tail_index: int | None = 1, tail_length: int = 6) -> str:
     """A fixed-width text table, one row per run; the last column is the tail of the raw ids
-    generated for record ``tail_index``.
+    generated for record ``tail_index`` (``None``: no such column).
 
     Introduced in notebook 02_pad_eos_pitfalls. ``stop`` and ``exact recall`` are counts out
     of the number of records; ``p(eos)`` is the mean probability of eos after the full
-    training text, at three decimals.
+    training text, at two decimals (stable across CPUs after training).
     """
-    header = TABLE_COLUMNS + (f"tail of record {tail_index}'s ids",)
+    header = TABLE_COLUMNS + (() if tail_index is None else (f"tail of record {tail_index}'s ids",))
     rows = []
     for run in runs:
         m, tok, v = run.measurement, run.tokenizer, run.variant
@@ -279,28 +281,42 @@ def results_table(runs: Sequence[VariantRun], tail_index: int = 1, tail_length: 
             f"{m.stops}/{m.n}",
             f"{m.recalls}/{m.n}",
             f"{m.mean_new_tokens:.1f}",
-            f"{m.mean_eos_probability:.3f}",
-            " ".join(str(i) for i in m.tail(tail_index, tail_length)),
-        ))
+            f"{m.mean_eos_probability:.2f}",
+        ) + (() if tail_index is None else (" ".join(str(i) for i in m.tail(tail_index, tail_length)),)))
     widths = [max(len(str(cell)) for cell in column) for column in zip(header, *rows)]
     lines = ["  ".join(cell.ljust(width) for cell, width in zip(line, widths)).rstrip() for line in (header, *rows)]
     lines.insert(1, "  ".join("-" * width for width in widths))
     return "\n".join(lines)
 
 
+#: The bounds :func:`loss_ceiling` rounds up to: far apart, so a last-digit change moves the
+#: printed bound only for a loss that lies right at one of them.
+LOSS_CEILINGS = (0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 50.0)
+
+
+def loss_ceiling(loss: float) -> float:
+    """The smallest of :data:`LOSS_CEILINGS` above ``loss`` (``inf`` beyond the last one).
+
+    Introduced in notebook 02_pad_eos_pitfalls: a trained loss printed as "below 0.1" reads
+    the same on every CPU, where "0.064" reads "0.065" on another.
+    """
+    return next((ceiling for ceiling in LOSS_CEILINGS if loss < ceiling), float("inf"))
+
+
 def describe_run(run: VariantRun, tail_length: int = 6) -> str:
     """A few lines about one run: its loss, its scores, and how each generation ended.
 
-    Introduced in notebook 02_pad_eos_pitfalls. Losses at three decimals; each record's
-    line gives the number of new tokens, whether a stop id ended it, whether the poem was
+    Introduced in notebook 02_pad_eos_pitfalls. The losses are printed coarsely (the first
+    epoch's at one decimal, the last one as a bound from :func:`loss_ceiling`): after 60 steps
+    their last digits differ between CPUs. Each record's line gives the number of new tokens, whether a stop id ended it, whether the poem was
     recalled, and the last raw ids.
     """
     m, losses = run.measurement, run.training.epoch_losses
     lines = [
         f"variant {run.label}: {run.variant.summary}",
-        f"  loss: epoch 1 {losses[0]:.3f} -> epoch {len(losses)} {losses[-1]:.3f} ({run.training.steps} steps)",
+        f"  loss: epoch 1 {losses[0]:.1f} -> epoch {len(losses)} below {loss_ceiling(losses[-1]):g} ({run.training.steps} steps)",
         f"  stop {m.stops}/{m.n}, exact recall {m.recalls}/{m.n}, mean new tokens {m.mean_new_tokens:.1f}, "
-        f"p(eos) after the poem {m.mean_eos_probability:.3f}",
+        f"p(eos) after the poem {m.mean_eos_probability:.2f}",
     ]
     for index, (generation, recalled) in enumerate(zip(m.generations, m.recalled)):
         ending = "stopped" if generation.stopped_on_eos else "no stop"

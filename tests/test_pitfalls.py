@@ -11,7 +11,7 @@ from helpers import (
     IGNORE_INDEX, VARIANTS, Generation, Measurement, TinyQwenConfig, TrainConfig, VariantRun,
     add_pad_token, ensure_embedding_rows, load_model, results_table, train_variant,
 )
-from helpers.pitfalls import TABLE_COLUMNS, describe_run, prompt_of, variant_tokenizer
+from helpers.pitfalls import TABLE_COLUMNS, describe_run, loss_ceiling, prompt_of, variant_tokenizer
 from seed_facts import EOS_ID, PAD_ID
 
 #: Few epochs: enough for the eos probability of B to move well away from A's, in seconds.
@@ -65,6 +65,21 @@ def test_variant_e_trains_eos_after_eos(tokenizer, records):
     assert not (batch["labels"] == IGNORE_INDEX).any()
 
 
+def test_transformers_lm_collator_masks_the_eos_like_variant_a(tokenizer, pad_tokenizer, records):
+    """DataCollatorForLanguageModeling(mlm=False) sets labels[labels == pad_token_id] = -100:
+    the library's own causal-LM collator is variant A on a pad == eos tokenizer."""
+    from transformers import DataCollatorForLanguageModeling
+
+    for name, tok, eos_labels in (("A", tokenizer, 0), ("C", pad_tokenizer, 2)):
+        features = [tok(prompt_of(r) + r["label"] + tok.eos_token) for r in records[:2]]
+        library = DataCollatorForLanguageModeling(tok, mlm=False)(features)
+        ours = VARIANTS[name].collator(tok)(records[:2])
+        for key in ("input_ids", "attention_mask", "labels"):
+            assert torch.equal(library[key], ours[key]), (name, key)
+        assert int((library["input_ids"] == EOS_ID).sum()) >= 2
+        assert int((library["labels"] == EOS_ID).sum()) == eos_labels, name
+
+
 def test_variant_tokenizer_shares_when_it_can(tokenizer, pad_tokenizer):
     assert variant_tokenizer(VARIANTS["C"], pad_tokenizer) is pad_tokenizer
     assert variant_tokenizer(VARIANTS["B"], tokenizer) is tokenizer
@@ -93,6 +108,19 @@ def test_measurement_counts():
     assert m.tail(2, 3) == [6, 7, EOS_ID] and m.tail(0, 10) == [1, 2, EOS_ID]
 
 
+def test_results_table_without_the_tail_column(tokenizer):
+    run = VariantRun(VARIANTS["B"], tokenizer, None, None, fake_measurement())
+    header, _, row = results_table([run], tail_index=None).splitlines()
+    assert header.rstrip().endswith("p(eos)") and "tail" not in header
+    assert row.endswith("0.20")
+
+
+def test_loss_ceiling_is_a_coarse_bound():
+    assert loss_ceiling(0.064) == loss_ceiling(0.065) == 0.1
+    assert loss_ceiling(12.14) == 20.0 and loss_ceiling(0.0) == 0.01 and loss_ceiling(1e9) == float("inf")
+    assert all(loss < loss_ceiling(loss) for loss in (0.01, 0.3, 4.99, 5.0))
+
+
 def test_results_table_columns_and_rows(tokenizer, pad_tokenizer):
     m = fake_measurement()
     runs = [
@@ -107,7 +135,7 @@ def test_results_table_columns_and_rows(tokenizer, pad_tokenizer):
     starts = [header.index(column) for column in ("stop ids", "exact recall", "p(eos)")]
     for row in (row_a, row_d):  # fixed-width: every value starts under its column's name
         assert [row[start - 1] for start in starts] == [" "] * 3
-        assert "2/4" in row and "3/4" in row and "6.0" in row and "0.200" in row
+        assert "2/4" in row and "3/4" in row and "6.0" in row and "0.20 " in row
         assert row.endswith(f"{PAD_ID} {PAD_ID}")
     assert row_a.startswith("A ") and "<|endoftext|> 151643" in row_a and "'id'" in row_a
     assert row_d.startswith("D, stop on [PAD]") and "[PAD] 151665" in row_d and "False (trained)" in row_d
@@ -131,6 +159,9 @@ def test_train_variant_runs_the_recipe(short_runs, records):
         assert len(run.training.epoch_losses) == SHORT.num_train_epochs
         assert run.training.epoch_losses[-1] < run.training.epoch_losses[0]
         assert not run.model.training  # left in eval mode for generation
+        # no pad id reaches the config (a saved checkpoint would reload with padding_idx) nor the embedding
+        assert run.model.config.pad_token_id is None
+        assert run.model.get_input_embeddings().padding_idx is None
 
 
 def test_measure_is_consistent_with_its_generations(short_runs, tokenizer, records):
@@ -194,12 +225,13 @@ def test_ensure_embedding_rows_grows_and_never_shrinks(tokenizer, pad_tokenizer,
     with torch.no_grad():
         assert torch.isfinite(small(**batch).loss)
 
-    # train_variant accepts such a grown model and aligns its pad id with the tokenizer's
+    # train_variant accepts such a grown model and aligns its generation pad id with the tokenizer's
     assert small.config.pad_token_id is None
     run = train_variant(VARIANTS["D"], pad_tokenizer, records[:2], max_new_tokens=2, model=small,
                         config=dataclasses.replace(SHORT, num_train_epochs=1))
     assert run.model is small and run.training.steps == 1
     assert small.generation_config.pad_token_id == PAD_ID and small.config.pad_token_id is None
+    assert small.get_input_embeddings().padding_idx is None
     assert small.get_input_embeddings().num_embeddings == 151680  # not resized again
 
 
