@@ -47,3 +47,14 @@ __all__ += [  # notebook 02_pad_eos_pitfalls
     "Measurement", "VARIANTS", "Variant", "VariantRun", "add_pad_token", "describe_run",
     "ensure_embedding_rows", "measure", "next_token_probability", "results_table", "train_variant",
 ]
+from .lora import (  # notebook 06_lora_vs_full
+    ATTENTION_PROJECTIONS, LORA_SCHEMES, QWEN2_PROJECTIONS, LoraMemoryEstimate, LoraSettings, MeasuredTrainingState,
+    apply_lora, count_trainable_parameters, estimate_lora_training_memory, expected_lora_parameters,
+    load_lora_adapter, lora_parameter_counts_on_meta, measure_training_state, targeted_linears,
+)
+__all__ += [  # notebook 06_lora_vs_full
+    "ATTENTION_PROJECTIONS", "LORA_SCHEMES", "QWEN2_PROJECTIONS", "LoraMemoryEstimate", "LoraSettings",
+    "MeasuredTrainingState", "apply_lora", "count_trainable_parameters", "estimate_lora_training_memory",
+    "expected_lora_parameters", "load_lora_adapter", "lora_parameter_counts_on_meta", "measure_training_state",
+    "targeted_linears",
+]
