@@ -59,3 +59,15 @@ from .packing import PackingCollator, pack_into_blocks
 __all__ += [  # notebook 07_packing
     "PackingCollator", "pack_into_blocks",
 ]
+
+from .lora import (  # notebook 06_lora_vs_full
+    ATTENTION_PROJECTIONS, LORA_SCHEMES, QWEN2_PROJECTIONS, LoraMemoryEstimate, LoraSettings, MeasuredTrainingState,
+    apply_lora, count_trainable_parameters, estimate_lora_training_memory, expected_lora_parameters,
+    load_lora_adapter, lora_parameter_counts_on_meta, measure_training_state, targeted_linears,
+)
+__all__ += [  # notebook 06_lora_vs_full
+    "ATTENTION_PROJECTIONS", "LORA_SCHEMES", "QWEN2_PROJECTIONS", "LoraMemoryEstimate", "LoraSettings",
+    "MeasuredTrainingState", "apply_lora", "count_trainable_parameters", "estimate_lora_training_memory",
+    "expected_lora_parameters", "load_lora_adapter", "lora_parameter_counts_on_meta", "measure_training_state",
+    "targeted_linears",
+]
