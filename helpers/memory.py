@@ -422,10 +422,11 @@ def saved_activation_bytes(model: torch.nn.Module, batch: dict) -> int:
 
     Introduced in notebook 04_full_parameter_training. These are the "activations" that
     come on top of the training state: they grow with the batch size and the sequence length
-    (linearly in the length with sdpa attention; eager attention also keeps length x length
-    scores), and with the model's depth, width and vocabulary size. Parameters that autograd also keeps are not
-    counted (they are already in the weights), nor are tensors that share storage counted
-    twice. The forward pass runs in ``model``'s current mode and no gradients are stored.
+    (linearly in the length with sdpa attention on rows without padding; with a padding
+    ``attention_mask``, sdpa on a CPU also keeps a float (batch, 1, length, length) mask per
+    layer, and eager attention keeps length x length scores), and with the model's depth,
+    width and vocabulary size. Parameters that autograd also keeps are not counted (they are
+    already in the weights), nor are tensors that share storage counted twice. The forward pass runs in ``model``'s current mode and no gradients are stored.
     """
     param_storages = {p.untyped_storage().data_ptr() for p in model.parameters()}
     saved: dict[int, int] = {}

@@ -191,6 +191,7 @@ def test_a_model_stored_in_bf16_loads_in_fp32(tmp_path):
 def test_notebooks_04_and_05_run_unchanged_on_a_local_checkpoint(tmp_path, local_checkpoint, monkeypatch):
     work = tmp_path / "notebooks"  # a copy, so that ../outputs is tmp_path/outputs
     work.mkdir()
+    shutil.copytree(ROOT / "benchmarks" / "gpu", tmp_path / "benchmarks" / "gpu")  # 04 reads the GPU logs
     monkeypatch.setenv(MODEL_ENV_VAR, str(local_checkpoint))
     executed = {}
     for name in NOTEBOOKS:
