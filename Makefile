@@ -23,7 +23,8 @@ lab: setup
 # Unit tests, and every notebook twice (nbval compares each cell's output with the stored one):
 # once with this machine's defaults, once with PyTorch's portable kernels on one thread
 # (ATEN_CPU_CAPABILITY=default, OMP_NUM_THREADS=1), as another learner's CPU would run them.
-# The portable pass runs on a copy of notebooks/ under build/ (so its ../outputs is its own),
+# The portable pass runs on a copy of notebooks/ (and the GPU logs 04 reads) under build/, so its
+# ../outputs is its own,
 # side by side with the single-threaded unit tests; the default pass then has both cores.
 test: setup
 	$(MAKE) --no-print-directory -k -j2 --output-sync=target test-units test-notebooks-portable
@@ -37,7 +38,7 @@ test-notebooks: setup
 
 PORTABLE := build/portable
 test-notebooks-portable: setup
-	rm -rf $(PORTABLE) && mkdir -p $(PORTABLE) && cp -r notebooks $(PORTABLE)/notebooks
+	rm -rf $(PORTABLE) && mkdir -p $(PORTABLE) && cp -r notebooks benchmarks $(PORTABLE)/
 	cd $(PORTABLE) && ATEN_CPU_CAPABILITY=default OMP_NUM_THREADS=1 $(CURDIR)/$(PY) -m pytest notebooks -q \
 	  --rootdir=$(CURDIR) -c $(CURDIR)/pyproject.toml --nbval --nbval-current-env \
 	  --nbval-sanitize-with $(CURDIR)/tests/nbval_sanitize.cfg
