@@ -24,8 +24,8 @@ lab: setup
 # once with this machine's defaults, once with PyTorch's portable kernels on one thread
 # (ATEN_CPU_CAPABILITY=default, OMP_NUM_THREADS=1), as another learner's CPU would run them.
 # The portable pass runs on a copy of notebooks/ (and the GPU logs 04 reads) under build/, so its
-# ../outputs is its own,
-# side by side with the single-threaded unit tests; the default pass then has both cores.
+# ../outputs is its own, side by side with the single-threaded unit tests; the default pass then
+# has both cores.
 test: setup
 	$(MAKE) --no-print-directory -k -j2 --output-sync=target test-units test-notebooks-portable
 	$(MAKE) --no-print-directory test-notebooks
