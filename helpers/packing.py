@@ -13,8 +13,10 @@ record; the padded positions cost compute and carry no loss. Two ways around tha
   On the same weights its loss equals the padded collators' loss.
 
 The isolation is not done by this module: transformers (5.x) derives it from the
-restarting ``position_ids`` when it builds the attention mask, and only when the forward
-pass gets no ``attention_mask`` and builds no KV cache. Call the model with
+restarting ``position_ids`` when it builds the attention mask, and (with the sdpa/eager
+attention used in this series) only when the forward pass gets no ``attention_mask`` and
+builds no KV cache; the flash-attention path finds packed records from ``position_ids``
+without checking for a cache. Call the model with
 ``use_cache=False`` (the ``Trainer`` does: it sets ``model.config.use_cache`` to
 ``TrainingArguments.use_cache``, False by default); with the model's default
 ``use_cache=True`` a cache is created and every record attends to the records before it.

@@ -26,7 +26,7 @@ class TrainConfig:
     lr_scheduler_type: str = "constant"  # no decay: the run is short
     warmup_steps: int = 0  # optimizer steps of linear warm-up
     weight_decay: float = 0.0  # AdamW's decoupled decay; memorisation needs none
-    seed: int = 0  # shuffling order of the records (and dropout, which Qwen2 does not use)
+    seed: int = 0  # shuffling order of the records (and dropout: Qwen2 has attention_dropout, 0.0 in the tiny config)
     print_loss: bool = True  # print each epoch's mean loss at fixed precision
 
 

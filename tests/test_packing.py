@@ -1,9 +1,10 @@
 """helpers.packing: pretraining blocks, the packing collator, and the transformers behaviour it relies on.
 
 The loss equalities run the tiny model on the five records (untrained weights, seed 0). The
-use_cache tests pin transformers 5.23's behaviour: packed rows are isolated per record only when
-the forward pass gets no attention_mask and builds no KV cache (masking_utils.
-_preprocess_mask_arguments), and the Trainer turns the cache off (TrainingArguments.use_cache).
+use_cache tests pin transformers 5.23's behaviour with sdpa attention (the series' default):
+packed rows are isolated per record only when the forward pass gets no attention_mask and
+builds no KV cache (masking_utils._preprocess_mask_arguments), and the Trainer turns the cache
+off (TrainingArguments.use_cache, written into model.config by Trainer.__init__).
 """
 
 import dataclasses
@@ -205,6 +206,35 @@ def test_the_trainer_turns_the_cache_off_unless_told_otherwise(tokenizer, record
     with torch.no_grad():
         trainer_loss = trainer.compute_loss(fresh, PackingCollator(tokenizer, sft=True)(records)).item()
     assert (abs(trainer_loss - padded) < TOLERANCE) is (not use_cache)
+
+
+def test_after_the_trainer_direct_calls_and_evaluate_are_isolated_too(tokenizer, records, tmp_path):
+    """Trainer.__init__ writes TrainingArguments.use_cache (False) into model.config, so the model's
+    own default changes: a plain model(**batch) and Trainer.evaluate then get the isolated mask."""
+    fresh = load_model(None, tokenizer, seed=0)
+    fresh.train()
+    padded = loss_of(fresh, SFTCollator(tokenizer)(records), use_cache=False)
+    packed_batch = PackingCollator(tokenizer, sft=True)(records)
+    assert abs(loss_of(fresh, packed_batch) - padded) > 1e-3  # before: config default use_cache=True
+    trainer = Trainer(model=fresh, args=training_arguments(recipe(), str(tmp_path)),
+                      data_collator=PackingCollator(tokenizer, sft=True), eval_dataset=records)
+    assert abs(loss_of(fresh, packed_batch) - padded) < TOLERANCE  # the same call, after the Trainer
+    assert abs(trainer.evaluate()["eval_loss"] - padded) < TOLERANCE  # all five records in one packed row
+
+
+@pytest.mark.parametrize("kind", COLLATORS)
+def test_packed_gradients_equal_padded_gradients(tokenizer, records, kind):
+    """The same targets, the same mean: the gradients agree too, not only the loss."""
+    collator_class, sft = COLLATORS[kind]
+    model = load_model(None, tokenizer, seed=0)
+    model.train()
+    gradients = []
+    for batch in (collator_class(tokenizer)(records), PackingCollator(tokenizer, sft=sft)(records)):
+        model.zero_grad()
+        model(**batch, use_cache=False).loss.backward()
+        gradients.append([parameter.grad.clone() for parameter in model.parameters()])
+    assert max(parameter.abs().max().item() for parameter in gradients[0]) > 0.1  # not trivially zero
+    assert max((a - b).abs().max().item() for a, b in zip(*gradients)) < 1e-6
 
 
 @pytest.mark.parametrize("kind", COLLATORS)
