@@ -281,7 +281,9 @@ def measure_training_memory(build_model, batch: dict, build_optimizer, autocast_
 
     - CUDA: ``torch.cuda.memory_allocated`` before and after each phase and
       ``max_memory_allocated`` during it. The caching allocator rounds every block up to a
-      multiple of 512 bytes; memory taken outside it (the CUDA context) is not seen.
+      multiple of 512 bytes, and a block over 1 MiB, cut from a segment sized in 2 MiB steps,
+      keeps the rest of that segment when the rest is under 1 MiB (c10/cuda/CUDACachingAllocator:
+      ``kRoundLarge``, ``kSmallSize``); memory taken outside it (the CUDA context) is not seen.
     - CPU: the memory events of ``torch.profiler`` (``profile_memory=True``): every
       allocation and free of PyTorch's CPU allocator, to the byte requested. Not seen: what
       libraries (BLAS, oneDNN) or Python allocate by themselves, and malloc's own rounding.
