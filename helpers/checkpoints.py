@@ -6,8 +6,9 @@ and an SFT (有监督微调) model from the same initial weights and saves both;
 the same functions, so each notebook also runs on its own.
 
 A checkpoint directory holds what ``save_pretrained`` writes plus ``checkpoint_record.json``:
-what produced it (objective, model setting, recipe, seed, a hash of the records) and the size
-and sha256 of every file. Saving is atomic (a staging directory, renamed into place), so a
+what produced it (objective, model setting, recipe, seed, a hash of the records), what the run
+measured (its loss per epoch, optimizer steps and seconds: notebooks 06 and 07 compare their own
+runs with 04's without training it again) and the size and sha256 of every file. Saving is atomic (a staging directory, renamed into place), so a
 killed kernel never leaves a directory that looks complete, and :func:`load_or_train` loads a
 checkpoint only when its files match the record and the record matches the current setting
 and data: never a raw deserialisation traceback, never a model trained on something else.
@@ -52,13 +53,17 @@ PRETRAINED_LEARNING_RATE = PRETRAINED_RECIPE.learning_rate
 #: The file in each checkpoint directory that says what produced it and what it holds.
 RECORD_FILE = "checkpoint_record.json"
 #: Bump when the record's meaning changes: older checkpoints are then retrained, not trusted.
-RECORD_FORMAT = 1
+#: Format 2 added ``result`` (the run's losses, steps and seconds).
+RECORD_FORMAT = 2
 #: Files a directory needs to count as a complete checkpoint (model + tokenizer + record).
 REQUIRED_FILES = ("config.json", "model.safetensors", "tokenizer_config.json", "tokenizer.json", RECORD_FILE)
 
-# What train_both trained each model on, until save_checkpoint writes it into the record.
-# Weak keys: the entry goes away with the model.
+# What train_both trained each model on, and what that run measured, until save_checkpoint
+# writes both into the record. Weak keys: the entries go away with the model.
 _TRAINED_ON: "weakref.WeakKeyDictionary[object, dict]" = weakref.WeakKeyDictionary()
+_RESULTS: "weakref.WeakKeyDictionary[object, dict]" = weakref.WeakKeyDictionary()
+# load_or_train's default for ``model_name``: the model ``$PVS_MODEL`` names.
+_FROM_SETTING = object()
 
 
 class CheckpointError(RuntimeError):
@@ -81,6 +86,9 @@ class Checkpoint:
     model: object
     tokenizer: object
     path: Path
+    epoch_losses: list[float] | None = None  # the training run's mean loss per epoch (from the record)
+    steps: int | None = None  # its optimizer steps
+    seconds: float | None = None  # its wall time in trainer.train(), on the machine that trained it
 
 
 def checkpoint_dirs(root: str | os.PathLike = DEFAULT_OUTPUTS) -> dict[str, Path]:
@@ -157,7 +165,13 @@ def train_both(tokenizer, records, config: TrainConfig | None = None, model_name
         model = load_model(model_name, tokenizer, seed=seed)
         results[objective] = train(model, tokenizer, records, collator(tokenizer), config)
         _TRAINED_ON[results[objective].model] = training_record(objective, model_name, config, records, seed)
+        _RESULTS[results[objective].model] = result_record(results[objective])
     return results
+
+
+def result_record(result: TrainResult) -> dict:
+    """What a training run measured, as stored in a checkpoint's record (notebook 04_full_parameter_training)."""
+    return {"epoch_losses": list(result.epoch_losses), "steps": result.steps, "seconds": result.seconds}
 
 
 @contextmanager
@@ -191,7 +205,9 @@ def _leftovers(directory: Path) -> list[Path]:
     )
 
 
-def save_checkpoint(model, tokenizer, directory: str | os.PathLike, state_dict=None, training: dict | None = None) -> list[str]:
+def save_checkpoint(
+    model, tokenizer, directory: str | os.PathLike, state_dict=None, training: dict | None = None, result: dict | None = None
+) -> list[str]:
     """Save ``model`` and ``tokenizer`` with ``save_pretrained``, atomically, with a record;
     returns the file names written.
 
@@ -200,12 +216,14 @@ def save_checkpoint(model, tokenizer, directory: str | os.PathLike, state_dict=N
     ``directory`` and renamed into place at the end, so ``directory`` is either the old
     checkpoint or the complete new one (a save killed halfway leaves only a hidden staging
     directory, which the next save removes). ``checkpoint_record.json`` holds ``training``
-    (default: what :func:`train_both` trained this model on, or None), the library versions,
-    and each file's size and sha256. ``state_dict`` replaces the model's own
+    (default: what :func:`train_both` trained this model on, or None), ``result`` (default: what
+    that run measured, :func:`result_record`, or None), the library versions, and each file's
+    size and sha256. ``state_dict`` replaces the model's own
     (``scripts/accelerate_train.py`` passes the gathered weights of an FSDP-sharded model).
     """
     directory = Path(directory)
     training = _TRAINED_ON.get(model) if training is None else training
+    result = _RESULTS.get(model) if result is None else result
     directory.parent.mkdir(parents=True, exist_ok=True)
     for leftover in _leftovers(directory):
         shutil.rmtree(leftover, ignore_errors=True)
@@ -218,7 +236,8 @@ def save_checkpoint(model, tokenizer, directory: str | os.PathLike, state_dict=N
             path.name: {"bytes": path.stat().st_size, "sha256": _sha256_of(path)}
             for path in sorted(staging.iterdir()) if path.is_file()
         }
-        record = {"format": RECORD_FORMAT, "training": training, "versions": library_versions(), "files": files}
+        record = {"format": RECORD_FORMAT, "training": training, "result": result, "versions": library_versions(),
+                  "files": files}
         (staging / RECORD_FILE).write_text(json.dumps(record, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
         replaced = None
         if directory.exists():
@@ -321,27 +340,43 @@ def has_checkpoint(directory: str | os.PathLike) -> bool:
     return checkpoint_problem(directory) is None
 
 
-def load_checkpoint(directory: str | os.PathLike) -> Checkpoint:
+#: The files ``tokenizer.save_pretrained`` writes; two checkpoints whose records give them the
+#: same sha256 hold the same tokenizer.
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja")
+
+
+def same_tokenizer_files(directory_a: str | os.PathLike, directory_b: str | os.PathLike) -> bool:
+    """Whether two intact checkpoints' records list the same tokenizer files with the same sha256."""
+    files_a, files_b = (read_record(d)["files"] for d in (directory_a, directory_b))
+    return all(files_a.get(name) == files_b.get(name) for name in TOKENIZER_FILES)
+
+
+def load_checkpoint(directory: str | os.PathLike, tokenizer=None) -> Checkpoint:
     """Reload a saved checkpoint with ``from_pretrained`` (tokenizer first, then the model).
 
     Introduced in notebook 04_full_parameter_training. The model is returned in eval mode.
     When the directory has a record, its files are checked against it first. Any failure
     raises :class:`CheckpointError` naming the directory and the problem (the library's
-    error stays chained as its cause).
+    error stays chained as its cause). ``tokenizer``, when given, is used instead of loading
+    the directory's own (:func:`load_or_train` passes the first checkpoint's to the second when
+    :func:`same_tokenizer_files` says they are the same: loading one takes seconds).
     """
     directory = Path(directory)
+    result = {}
     if (directory / RECORD_FILE).is_file():
         problem = checkpoint_problem(directory)
         if problem is not None:
             raise CheckpointError(directory, problem)
+        result = read_record(directory).get("result") or {}
     try:
-        tokenizer = load_tokenizer(directory)
+        tokenizer = load_tokenizer(directory) if tokenizer is None else tokenizer
         with _no_progress_bars():
             model = load_model(directory, tokenizer)
     except Exception as exc:
         raise CheckpointError(directory, f"cannot be loaded ({_explain(directory, exc)})") from exc
     model.eval()
-    return Checkpoint(model=model, tokenizer=tokenizer, path=directory)
+    return Checkpoint(model=model, tokenizer=tokenizer, path=directory, epoch_losses=result.get("epoch_losses"),
+                      steps=result.get("steps"), seconds=result.get("seconds"))
 
 
 def _explain(directory: Path, error: Exception) -> str:
@@ -356,7 +391,7 @@ def _explain(directory: Path, error: Exception) -> str:
 
 
 def load_or_train(
-    root: str | os.PathLike = DEFAULT_OUTPUTS, records=None, seed: int = 0, retrain: bool = True
+    root: str | os.PathLike | None = None, records=None, seed: int = 0, retrain: bool = True, model_name=_FROM_SETTING
 ) -> tuple[dict[str, Checkpoint], str]:
     """Both checkpoints from ``root``, trained and saved first when they cannot be used.
 
@@ -367,11 +402,24 @@ def load_or_train(
     Otherwise one printed line says why, and :func:`train_both` trains both again (the run
     notebook 04_full_parameter_training makes); with ``retrain=False`` a
     :class:`CheckpointError` is raised instead.
+
+    ``model_name`` overrides ``model_setting()``: notebooks 06 and 07 pass ``None``, the tiny
+    model, whatever ``$PVS_MODEL`` says. ``root`` defaults to :data:`DEFAULT_OUTPUTS`, or to its
+    ``tiny`` subdirectory when ``model_name`` is the tiny model while ``$PVS_MODEL`` names
+    another one, so that the two never overwrite each other's checkpoints (any other
+    ``model_name`` needs an explicit ``root``).
     """
     from .data import load_records
 
     records = load_records() if records is None else records
-    model_name = model_setting()
+    if model_name is _FROM_SETTING:
+        model_name = model_setting()
+    if root is None and model_name == model_setting():
+        root = DEFAULT_OUTPUTS
+    elif root is None and model_name is None:
+        root = DEFAULT_OUTPUTS / "tiny"
+    elif root is None:
+        raise ValueError(f"load_or_train: model_name {model_name!r} is not what {MODEL_ENV_VAR} names; pass a root for its checkpoints")
     config = recipe(model_name)
     dirs = checkpoint_dirs(root)
     problems = {}
@@ -381,7 +429,7 @@ def load_or_train(
             problems[directory] = problem
     if not problems:
         try:
-            return {objective: load_checkpoint(d) for objective, d in dirs.items()}, "loaded"
+            return _load_all(dirs), "loaded"
         except CheckpointError as exc:
             problems[exc.directory] = exc.problem
     reasons = "; ".join(f"{d.as_posix()}: {p}" for d, p in problems.items())
@@ -396,4 +444,13 @@ def load_or_train(
     results = train_both(tokenizer, records, config, model_name=model_name, seed=seed)
     for objective, result in results.items():
         save_checkpoint(result.model, tokenizer, dirs[objective])
-    return {objective: load_checkpoint(d) for objective, d in dirs.items()}, "trained"
+    return _load_all(dirs), "trained"
+
+
+def _load_all(dirs: dict[str, Path]) -> dict[str, Checkpoint]:
+    """Load every checkpoint of ``dirs``, loading a tokenizer only once when their files are the same."""
+    loaded: dict[str, Checkpoint] = {}
+    for objective, directory in dirs.items():
+        shared = next((c.tokenizer for c in loaded.values() if same_tokenizer_files(c.path, directory)), None)
+        loaded[objective] = load_checkpoint(directory, tokenizer=shared)
+    return loaded

@@ -93,6 +93,11 @@ def test_a_fresh_root_is_trained_with_one_line_then_loaded(trained, setting, rec
             "records_sha256": records_sha256(records),
         }
         assert set(record["versions"]) == {"torch", "transformers", "tokenizers", "safetensors"}
+        # what the run measured travels with it: 5 records, batch 2, 1 epoch = 3 steps
+        assert record["result"]["steps"] == 3 and len(record["result"]["epoch_losses"]) == 1
+        assert record["result"]["seconds"] > 0 and record["result"]["epoch_losses"][0] > 1
+        assert (again[objective].epoch_losses, again[objective].steps, again[objective].seconds) == (
+            record["result"]["epoch_losses"], 3, record["result"]["seconds"])
         assert sorted(record["files"]) == sorted(p.name for p in directory.iterdir() if p.name != RECORD_FILE)
         weights = again[objective].model.state_dict()
         assert weights["model.norm.weight"].shape == (HIDDEN,)  # the PVS_MODEL model, not the default
@@ -110,6 +115,17 @@ def test_intact_checkpoints_load(root, setting, capsys, monkeypatch, tokenizer):
     loaded, how = load_or_train(root, retrain=False)
     assert how == "loaded" and capsys.readouterr().out == ""
     assert loaded["sft"].tokenizer("请你给哪吒写一首诗：")["input_ids"] == tokenizer("请你给哪吒写一首诗：")["input_ids"]
+    assert loaded["pretrain"].tokenizer is loaded["sft"].tokenizer  # the same files: loaded once
+
+
+def test_checkpoints_with_different_tokenizers_each_load_their_own(root, setting, monkeypatch, fresh_tokenizer):
+    monkeypatch.setattr(checkpoints, "load_tokenizer", load_tokenizer)
+    sft = checkpoint_dirs(root)["sft"]
+    fresh_tokenizer.add_special_tokens({"pad_token": "[PAD]"})
+    save_checkpoint(load_checkpoint(sft).model, fresh_tokenizer, sft, training=json.loads((sft / RECORD_FILE).read_text())["training"])
+    loaded, how = load_or_train(root, retrain=False)
+    assert how == "loaded" and loaded["pretrain"].tokenizer is not loaded["sft"].tokenizer
+    assert (loaded["pretrain"].tokenizer.pad_token, loaded["sft"].tokenizer.pad_token) == ("<|endoftext|>", "[PAD]")
 
 
 def test_truncated_weights_retrain_with_one_line(root, setting, capsys):
@@ -219,3 +235,30 @@ def test_a_failed_save_keeps_the_old_checkpoint(root, setting, tokenizer, monkey
         save_checkpoint(model, tokenizer, root / "sft")
     assert {p.name: p.read_bytes() for p in (root / "sft").iterdir()} == before
     assert sorted(p.name for p in root.iterdir()) == ["pretrain", "sft"]
+
+
+def test_the_tiny_model_keeps_its_own_root_when_pvs_model_names_another(setting, monkeypatch, tmp_path):
+    # notebooks 06 and 07 ask for the tiny model's checkpoints whatever PVS_MODEL says: they must
+    # not be looked for (or trained over) in the directory the PVS_MODEL checkpoints use
+    monkeypatch.setattr(checkpoints, "DEFAULT_OUTPUTS", tmp_path / "outputs")
+    with pytest.raises(CheckpointError) as error:
+        load_or_train(retrain=False, model_name=None)
+    assert str(error.value).startswith(f"{(tmp_path / 'outputs' / 'tiny' / 'pretrain').as_posix()}: does not exist")
+    with pytest.raises(CheckpointError) as error:
+        load_or_train(retrain=False)
+    assert str(error.value).startswith(f"{(tmp_path / 'outputs' / 'pretrain').as_posix()}: does not exist")
+    with pytest.raises(ValueError, match="pass a root"):
+        load_or_train(retrain=False, model_name="Qwen/Qwen2.5-0.5B")
+    monkeypatch.delenv(MODEL_ENV_VAR)
+    with pytest.raises(CheckpointError) as error:
+        load_or_train(retrain=False, model_name=None)  # the tiny model is the setting: the usual root
+    assert str(error.value).startswith(f"{(tmp_path / 'outputs' / 'pretrain').as_posix()}: does not exist")
+
+
+def test_a_format_1_record_is_retrained_not_trusted(root, setting):
+    directory = checkpoint_dirs(root)["pretrain"]
+    record = json.loads((directory / RECORD_FILE).read_text())
+    del record["result"]
+    record["format"] = 1  # saved before records carried the run's losses
+    (directory / RECORD_FILE).write_text(json.dumps(record))
+    assert refusal(root) == f"{directory.as_posix()}: {RECORD_FILE} is not a format-2 record"
