@@ -262,3 +262,12 @@ def test_a_format_1_record_is_retrained_not_trusted(root, setting):
     record["format"] = 1  # saved before records carried the run's losses
     (directory / RECORD_FILE).write_text(json.dumps(record))
     assert refusal(root) == f"{directory.as_posix()}: {RECORD_FILE} is not a format-2 record"
+
+
+def test_a_tokenizer_that_saves_as_the_checkpoints_is_used_instead_of_loading_theirs(root, setting, tokenizer, fresh_tokenizer):
+    loaded, how = load_or_train(root, retrain=False, tokenizer=tokenizer)
+    assert how == "loaded" and loaded["pretrain"].tokenizer is tokenizer and loaded["sft"].tokenizer is tokenizer
+    fresh_tokenizer.add_special_tokens({"pad_token": "[PAD]"})  # saves other files: not used
+    assert not checkpoints.saves_as(fresh_tokenizer, checkpoint_dirs(root)["pretrain"])
+    loaded, _ = load_or_train(root, retrain=False, tokenizer=fresh_tokenizer)
+    assert loaded["pretrain"].tokenizer is not fresh_tokenizer and loaded["pretrain"].tokenizer.pad_token == "<|endoftext|>"
