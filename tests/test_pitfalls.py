@@ -235,18 +235,6 @@ def test_ensure_embedding_rows_grows_and_never_shrinks(tokenizer, pad_tokenizer,
     assert small.get_input_embeddings().num_embeddings == 151680  # not resized again
 
 
-# --- the headline, on the full default recipe --------------------------------------------
-
-def test_headline_masking_eos_by_id_never_stops_masking_by_position_always_does(tokenizer, records):
-    """Notebook 02's headline on the default recipe: A (pad == eos, masked by id) never stops,
-    B (pad == eos, masked by position) stops on every prompt, right after the answer."""
-    longest = max(len(tokenizer(prompt_of(r) + r["label"])["input_ids"]) - len(tokenizer(prompt_of(r))["input_ids"])
-                  for r in records)
-    budget = longest + 8
-    a, b = (train_variant(VARIANTS[name], tokenizer, records, max_new_tokens=budget,
-                          config=TrainConfig(print_loss=False)).measurement for name in "AB")
-    assert a.stops == 0 and all(len(g.token_ids) == budget for g in a.generations)
-    assert a.mean_eos_probability < 0.01
-    assert b.stops == len(records), [g.token_ids[-4:] for g in b.generations]
-    assert all(g.token_ids[-1] == EOS_ID and len(g.token_ids) <= longest + 1 for g in b.generations)
-    assert b.mean_eos_probability > 0.5
+# Notebook 02's headline on the full recipe (A never stops, B always does) is not trained again
+# here: 02 trains both and nbval compares its "stop 0/5" and "stop 5/5" lines; the short runs
+# above check the same mechanism on a shrunken recipe.
