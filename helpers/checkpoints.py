@@ -146,17 +146,19 @@ def library_versions() -> dict[str, str]:
     return {module.__name__: module.__version__ for module in (torch, transformers, tokenizers, safetensors)}
 
 
-def train_both(tokenizer, records, config: TrainConfig | None = None, model_name=None, seed: int = 0) -> dict[str, TrainResult]:
+def train_both(
+    tokenizer, records, config: TrainConfig | None = None, model_name=_FROM_SETTING, seed: int = 0
+) -> dict[str, TrainResult]:
     """Train one model per objective (pretraining, SFT), each from the same initial weights.
 
     Introduced in notebook 04_full_parameter_training. Both runs load their model with
     ``load_model(model_name, tokenizer, seed=seed)`` (the same weights) and train with
     :func:`helpers.training.train` and the same ``config`` (default: :func:`recipe`), so
-    the collator is the only difference. ``model_name`` defaults to ``model_setting()``.
-    Each trained model remembers what it was trained on, and :func:`save_checkpoint` writes
+    the collator is the only difference. ``model_name`` defaults to ``model_setting()``
+    (``None`` is the tiny model). Each trained model remembers what it was trained on, and :func:`save_checkpoint` writes
     that into its checkpoint's record.
     """
-    model_name = model_setting() if model_name is None else model_name
+    model_name = model_setting() if model_name is _FROM_SETTING else model_name
     config = recipe(model_name) if config is None else config
     results = {}
     for objective, collator in COLLATORS.items():

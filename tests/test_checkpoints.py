@@ -18,7 +18,7 @@ from transformers import Qwen2Config, Qwen2ForCausalLM
 
 import helpers.checkpoints as checkpoints
 from helpers import (
-    MODEL_ENV_VAR, TrainConfig, checkpoint_dirs, has_checkpoint, load_checkpoint, load_or_train, load_tokenizer,
+    MODEL_ENV_VAR, TinyQwenConfig, TrainConfig, checkpoint_dirs, has_checkpoint, load_checkpoint, load_or_train, load_tokenizer,
     save_checkpoint,
 )
 from helpers.checkpoints import RECORD_FILE, CheckpointError, checkpoint_problem, records_sha256
@@ -271,3 +271,15 @@ def test_a_tokenizer_that_saves_as_the_checkpoints_is_used_instead_of_loading_th
     assert not checkpoints.saves_as(fresh_tokenizer, checkpoint_dirs(root)["pretrain"])
     loaded, _ = load_or_train(root, retrain=False, tokenizer=fresh_tokenizer)
     assert loaded["pretrain"].tokenizer is not fresh_tokenizer and loaded["pretrain"].tokenizer.pad_token == "<|endoftext|>"
+
+
+def test_the_tiny_model_is_trained_when_asked_for_while_pvs_model_names_another(setting, tmp_path, monkeypatch):
+    monkeypatch.setattr(checkpoints, "DEFAULT_OUTPUTS", tmp_path / "outputs")
+    loaded, how = load_or_train(model_name=None)
+    assert how == "trained"
+    for objective, directory in checkpoint_dirs(tmp_path / "outputs" / "tiny").items():
+        config = json.loads((directory / "config.json").read_text())
+        assert config["hidden_size"] == TinyQwenConfig().hidden_size != HIDDEN  # not the PVS_MODEL model
+        assert json.loads((directory / RECORD_FILE).read_text())["training"]["model_setting"] is None
+    again, how = load_or_train(model_name=None)
+    assert how == "loaded"  # its record matches what was asked for: no retraining on every call
