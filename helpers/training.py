@@ -108,11 +108,9 @@ def train(
         start = time.perf_counter()
         output = trainer.train()
         seconds = time.perf_counter() - start
-    # With bf16 (a GPU), accelerate replaced model.forward by an autocast wrapper for training and
-    # kept the original as model._original_forward; put it back, or every later call on the
-    # returned model (scoring, generation, a merged copy compared with it) would still run in
-    # bf16. (accelerate's unwrap_model(keep_fp32_wrapper=False) would go further: it follows
-    # __wrapped__ past transformers' own decorators of forward: accelerate 1.15.0, utils/other.py.)
+    # With bf16 (a GPU), accelerate wrapped model.forward in autocast for training: put the original
+    # back, or later calls on the returned model would still run in bf16. (accelerate 1.15's
+    # unwrap_model(keep_fp32_wrapper=False) would also strip transformers' decorators of forward.)
     original_forward = model.__dict__.pop("_original_forward", None)
     if original_forward is not None:
         model.forward = original_forward
