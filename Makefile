@@ -6,11 +6,12 @@ STAMP := $(VENV)/.installed
 NBVAL := --nbval --nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.cfg
 LAB_ARGS ?=
 
-# PyTorch's CPU allocator gives tensors of 2 MB and more 2 MB-aligned memory with transparent huge
-# pages (Linux; ignored elsewhere). The tiny model's logits over 151,936 tokens are about 58 MB per
-# batch, allocated afresh several times per training step: with 4 KB pages each allocation costs
-# about 14,000 page faults. Notebook 02 measured here: 159 s -> 121 s (machine defaults), 311 s ->
-# 228 s (portable pass). Only where memory lies changes, not a number.
+# PyTorch's CPU allocator then asks Linux for transparent huge pages (madvise MADV_HUGEPAGE) for
+# every tensor of 2 MB and more (ignored elsewhere). The tiny model's logits over 151,936 tokens
+# are about 58 MB per batch, allocated afresh several times per training step: with 4 KB pages
+# each allocation costs about 14,000 page faults. Notebook 02 measured here: 159 s -> 121 s
+# (machine defaults), 311 s -> 228 s (portable pass). Only where memory lies changes, not a number
+# (tests/test_training.py).
 export THP_MEM_ALLOC_ENABLE ?= 1
 
 .PHONY: setup lab test test-units test-units-a test-units-b test-notebooks test-notebooks-portable test-notebooks-portable-a test-notebooks-portable-b bench execute clean
@@ -18,7 +19,7 @@ export THP_MEM_ALLOC_ENABLE ?= 1
 setup: $(STAMP)
 
 # Re-runs only when the dependency list or the project metadata changed. --no-compile: pip would
-# byte-compile every module of every package (107 s of a 146 s install here, 39 s without);
+# byte-compile every module of every package (the install took 107 s here with it, 39 s without);
 # Python compiles the modules it imports on first use instead.
 $(STAMP): requirements.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -30,15 +31,17 @@ lab: setup
 	$(VENV)/bin/jupyter lab --ServerApp.root_dir="$(CURDIR)" --LabApp.default_url=/lab/tree/notebooks $(LAB_ARGS)
 
 # Unit tests, and every notebook twice (nbval compares each cell's output with the stored one):
-# once with this machine's defaults, and once with PyTorch's portable kernels on one thread
-# (ATEN_CPU_CAPABILITY=default, OMP_NUM_THREADS=1), as another learner's CPU would run them.
-# All five jobs start at once, so that both cores stay busy until the end: the unit tests in two
-# halves and the portable pass in two halves, single-threaded, beside the default pass. Each
-# portable half runs on its own copy of notebooks/ (and of the GPU logs 04 reads) under build/,
-# so that each has its own ../outputs; 05-07 use the checkpoints 04 saves, so 04-07 stay together.
+# once with PyTorch's portable kernels on one thread (ATEN_CPU_CAPABILITY=default,
+# OMP_NUM_THREADS=1), as another learner's CPU would run them, then with this machine's defaults.
+# First four single-threaded jobs side by side: the unit tests in two halves and the portable pass
+# in two halves, each half on its own copy of notebooks/ (and of the GPU logs 04 reads) under
+# build/, so that each has its own ../outputs (05-07 use the checkpoints 04 saves, so 04-07 stay
+# together). Then the default pass alone: PyTorch's threads wait for each other at every
+# operation, so beside other jobs it ran more than twice as slowly here.
 test: setup
-	$(MAKE) --no-print-directory -k -j5 --output-sync=target \
-	  test-units-a test-units-b test-notebooks-portable-a test-notebooks-portable-b test-notebooks
+	$(MAKE) --no-print-directory -k -j4 --output-sync=target \
+	  test-units-a test-units-b test-notebooks-portable-a test-notebooks-portable-b
+	$(MAKE) --no-print-directory test-notebooks
 
 # The unit tests that run notebooks, scripts or servers in processes of their own (half the time).
 PROCESS_TESTS := tests/test_real_model_path.py tests/test_scripts.py tests/test_train_qwen05b_shape.py tests/test_lab.py
