@@ -7,8 +7,8 @@ NBVAL := --nbval --nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.
 LAB_ARGS ?=
 
 # PyTorch's CPU allocator then asks Linux for transparent huge pages (madvise MADV_HUGEPAGE) for
-# every tensor of 2 MB and more (ignored elsewhere). The tiny model's logits over 151,936 tokens
-# are about 58 MB per batch, allocated afresh several times per training step: with 4 KB pages
+# every tensor of 2 MB and more (ignored elsewhere, and where THP is "never"). The tiny model's logits over 151,936 tokens
+# are up to 58 MB per batch, allocated afresh several times per training step: with 4 KB pages
 # each allocation costs about 14,000 page faults. Notebook 02 measured here: 159 s -> 121 s
 # (machine defaults), 311 s -> 228 s (portable pass). Only where memory lies changes, not a number
 # (tests/test_training.py).
@@ -18,13 +18,13 @@ export THP_MEM_ALLOC_ENABLE ?= 1
 
 setup: $(STAMP)
 
-# Re-runs only when the dependency list or the project metadata changed. --no-compile: pip would
-# byte-compile every module of every package (the install took 107 s here with it, 39 s without);
-# Python compiles the modules it imports on first use instead.
+# Re-runs only when the dependency list or the project metadata changed. (pip byte-compiles every
+# module it installs, 68 of the 107 s here; --no-compile would leave that to each import, which
+# under PYTHONDONTWRITEBYTECODE=1, as set on this machine, repeats it in every process.)
 $(STAMP): requirements.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet --no-compile -r requirements.txt -e .
+	$(PY) -m pip install --quiet -r requirements.txt -e .
 	touch $(STAMP)
 
 lab: setup
@@ -34,9 +34,9 @@ lab: setup
 # once with PyTorch's portable kernels on one thread (ATEN_CPU_CAPABILITY=default,
 # OMP_NUM_THREADS=1), as another learner's CPU would run them, then with this machine's defaults.
 # First four single-threaded jobs side by side: the unit tests in two halves and the portable pass
-# in two halves, each half on its own copy of notebooks/ (and of the GPU logs 04 reads) under
-# build/, so that each has its own ../outputs (05-07 use the checkpoints 04 saves, so 04-07 stay
-# together). Then the default pass alone: PyTorch's threads wait for each other at every
+# in two halves, each portable half on its own copy of notebooks/ (and of the GPU logs 04 reads)
+# under build/, so that each has its own ../outputs (05-07 use the checkpoints 04 saves, so 04-07
+# stay together). Then the default pass alone: PyTorch's threads wait for each other at every
 # operation, so beside other jobs it ran more than twice as slowly here.
 test: setup
 	$(MAKE) --no-print-directory -k -j4 --output-sync=target \
