@@ -14,34 +14,44 @@ LAB_ARGS ?=
 # (tests/test_training.py).
 export THP_MEM_ALLOC_ENABLE ?= 1
 
-.PHONY: setup lab test test-units test-units-a test-units-b test-notebooks test-notebooks-portable test-notebooks-portable-a test-notebooks-portable-b bench execute clean
+.PHONY: setup lab test test-units test-units-a test-units-b test-notebooks test-notebooks-portable test-notebooks-portable-a test-notebooks-portable-b test-notebooks-native test-notebooks-native-a test-notebooks-native-b bench execute clean
 
 setup: $(STAMP)
 
-# Re-runs only when the dependency list or the project metadata changed. (pip byte-compiles every
-# module it installs, 68 of the 107 s here; --no-compile would leave that to each import, which
-# under PYTHONDONTWRITEBYTECODE=1, as set on this machine, repeats it in every process.)
+# Re-runs only when the dependency list or the project metadata changed. pip installs without
+# byte-compiling (compiling every module it installs took 68 of 107 s here); the import line then
+# compiles what every test process imports, once, and each later import writes its own bytecode.
+# Bytecode writing is switched on for make's commands: where PYTHONDONTWRITEBYTECODE=1 is set
+# (this machine sets it), every process would otherwise compile torch and transformers again.
+unexport PYTHONDONTWRITEBYTECODE
+WARM_IMPORTS := import helpers, helpers.lora, helpers.packing, matplotlib.pyplot, peft, nbval.plugin, ipykernel.ipkernel, pytest
 $(STAMP): requirements.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -r requirements.txt -e .
+	$(PY) -m pip install --quiet --no-compile -r requirements.txt -e .
+	$(PY) -c "$(WARM_IMPORTS)"
 	touch $(STAMP)
 
 lab: setup
 	$(VENV)/bin/jupyter lab --ServerApp.root_dir="$(CURDIR)" --LabApp.default_url=/lab/tree/notebooks $(LAB_ARGS)
 
-# Unit tests, and every notebook twice (nbval compares each cell's output with the stored one):
-# once with PyTorch's portable kernels on one thread (ATEN_CPU_CAPABILITY=default,
-# OMP_NUM_THREADS=1), as another learner's CPU would run them, then with this machine's defaults.
-# First four single-threaded jobs side by side: the unit tests in two halves and the portable pass
-# in two halves, each portable half on its own copy of notebooks/ (and of the GPU logs 04 reads)
-# under build/, so that each has its own ../outputs (05-07 use the checkpoints 04 saves, so 04-07
-# stay together). Then the default pass alone: PyTorch's threads wait for each other at every
-# operation, so beside other jobs it ran more than twice as slowly here.
+# Unit tests, and every notebook twice (nbval compares each cell's output with the stored one),
+# each time on one thread: once with this machine's own kernels (AVX-512 here), once with
+# PyTorch's portable ones (ATEN_CPU_CAPABILITY=default), as another learner's CPU would run them.
+# The stored outputs come from `make execute` with the machine's defaults (2 threads here), so both
+# passes also change the thread count. Six single-threaded jobs: the unit tests in two halves and
+# each notebook pass in two halves, each notebook half on its own copy of notebooks/ (and of the
+# GPU logs 04 reads) under build/, so that each has its own ../outputs (05-07 use the checkpoints
+# 04 saves, so 04-07 stay together). JOBS of them at a time, longest first: one per core (2 here:
+# 600 s; all six at once: 665 s, 7 GB). A multi-threaded pass beside other jobs ran more than
+# twice as slowly here (PyTorch's threads wait for each other at every operation), which is why
+# every job has one thread. `make test-notebooks` runs the notebooks in place with the machine's
+# defaults.
+JOBS ?= $(shell $(PYTHON) -c "import os; print(min(6, len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else os.cpu_count() or 1))")
 test: setup
-	$(MAKE) --no-print-directory -k -j4 --output-sync=target \
-	  test-units-a test-units-b test-notebooks-portable-a test-notebooks-portable-b
-	$(MAKE) --no-print-directory test-notebooks
+	$(MAKE) --no-print-directory -k -j$(JOBS) --output-sync=target \
+	  test-notebooks-portable-b test-notebooks-portable-a test-notebooks-native-b test-notebooks-native-a \
+	  test-units-b test-units-a
 
 # The unit tests that run notebooks, scripts or servers in processes of their own (half the time).
 PROCESS_TESTS := tests/test_real_model_path.py tests/test_scripts.py tests/test_train_qwen05b_shape.py tests/test_lab.py
@@ -56,20 +66,27 @@ test-units-b: setup
 test-notebooks: setup
 	$(PY) -m pytest notebooks $(NBVAL) -q
 
-# Both halves of the portable pass, one after the other.
+# A pass's halves, one after the other.
 test-notebooks-portable: test-notebooks-portable-a test-notebooks-portable-b
+test-notebooks-native: test-notebooks-native-a test-notebooks-native-b
 
-PORTABLE := build/portable
-PORTABLE_RUN = ATEN_CPU_CAPABILITY=default OMP_NUM_THREADS=1 $(CURDIR)/$(PY) -m pytest -q \
+# $(call notebook_half,PASS-HALF,ENVIRONMENT,NOTEBOOKS): copy notebooks/ to build/PASS-HALF, run nbval there
+notebook_half = rm -rf build/$(1) && mkdir -p build/$(1) && cp -r notebooks benchmarks build/$(1)/ && \
+	cd build/$(1) && $(2) OMP_NUM_THREADS=1 $(CURDIR)/$(PY) -m pytest -q \
 	  --rootdir=$(CURDIR) -c $(CURDIR)/pyproject.toml --nbval --nbval-current-env \
-	  --nbval-sanitize-with $(CURDIR)/tests/nbval_sanitize.cfg
-test-notebooks-portable-a: setup
-	rm -rf $(PORTABLE)-a && mkdir -p $(PORTABLE)-a && cp -r notebooks benchmarks $(PORTABLE)-a/
-	cd $(PORTABLE)-a && $(PORTABLE_RUN) notebooks/01_*.ipynb notebooks/02_*.ipynb notebooks/03_*.ipynb
+	  --nbval-sanitize-with $(CURDIR)/tests/nbval_sanitize.cfg $(3)
+FIRST_HALF := $(wildcard notebooks/01_*.ipynb notebooks/02_*.ipynb notebooks/03_*.ipynb)
+SECOND_HALF := $(filter-out $(FIRST_HALF),$(wildcard notebooks/*.ipynb))  # 04 onwards, and any notebook added later
+PORTABLE_KERNELS := ATEN_CPU_CAPABILITY=default
 
+test-notebooks-portable-a: setup
+	$(call notebook_half,portable-a,$(PORTABLE_KERNELS),$(FIRST_HALF))
 test-notebooks-portable-b: setup
-	rm -rf $(PORTABLE)-b && mkdir -p $(PORTABLE)-b && cp -r notebooks benchmarks $(PORTABLE)-b/
-	cd $(PORTABLE)-b && $(PORTABLE_RUN) notebooks/04_*.ipynb notebooks/05_*.ipynb notebooks/06_*.ipynb notebooks/07_*.ipynb
+	$(call notebook_half,portable-b,$(PORTABLE_KERNELS),$(SECOND_HALF))
+test-notebooks-native-a: setup
+	$(call notebook_half,native-a,,$(FIRST_HALF))
+test-notebooks-native-b: setup
+	$(call notebook_half,native-b,,$(SECOND_HALF))
 
 # Re-run notebooks top to bottom in a fresh kernel and store their outputs (nbval's baseline).
 # make execute                      all notebooks
