@@ -20,7 +20,8 @@ setup: $(STAMP)
 
 # Re-runs only when the dependency list or the project metadata changed. pip installs without
 # byte-compiling (compiling every module it installs took 68 of 107 s here); the import line then
-# compiles what every test process imports, once, and each later import writes its own bytecode.
+# compiles, once, the modules every test process starts with; any other module is compiled by the
+# first process that imports it.
 # Bytecode writing is switched on for make's commands: where PYTHONDONTWRITEBYTECODE=1 is set
 # (this machine sets it), every process would otherwise compile torch and transformers again.
 unexport PYTHONDONTWRITEBYTECODE
@@ -36,20 +37,21 @@ lab: setup
 	$(VENV)/bin/jupyter lab --ServerApp.root_dir="$(CURDIR)" --LabApp.default_url=/lab/tree/notebooks $(LAB_ARGS)
 
 # Unit tests, and every notebook twice (nbval compares each cell's output with the stored one),
-# each time on one thread: once with this machine's own kernels (AVX-512 here), once with
-# PyTorch's portable ones (ATEN_CPU_CAPABILITY=default), as another learner's CPU would run them.
-# The stored outputs come from `make execute` with the machine's defaults (2 threads here), so both
-# passes also change the thread count. Six single-threaded jobs: the unit tests in two halves and
-# each notebook pass in two halves, each notebook half on its own copy of notebooks/ (and of the
-# GPU logs 04 reads) under build/, so that each has its own ../outputs (05-07 use the checkpoints
-# 04 saves, so 04-07 stay together). JOBS of them at a time, longest first: one per core (2 here:
-# 600 s; all six at once: 665 s, 7 GB). A multi-threaded pass beside other jobs ran more than
-# twice as slowly here (PyTorch's threads wait for each other at every operation), which is why
-# every job has one thread. `make test-notebooks` runs the notebooks in place with the machine's
-# defaults.
-JOBS ?= $(shell $(PYTHON) -c "import os; print(min(6, len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else os.cpu_count() or 1))")
+# each time with one PyTorch thread: once with the kernels PyTorch picks for this CPU (AVX2 here;
+# an ATEN_CPU_CAPABILITY you set is kept), once with ATen's portable ones
+# (ATEN_CPU_CAPABILITY=default: elementwise math, softmax, random numbers; matrix products stay
+# with MKL, which picks its own code by CPU). The stored outputs come from `make execute` with the
+# machine's defaults (2 threads here), so both passes also change the thread count; `make
+# test-notebooks` re-runs them in place with your machine's defaults. Six jobs: the unit tests in
+# two halves and each notebook pass in two halves, each notebook half on its own copy of
+# notebooks/ (and of the GPU logs 04 reads) under build/, so that each has its own ../outputs
+# (05-07 use the checkpoints 04 saves, so 04-07 stay together). JOBS of them at a time, longest
+# first (scripts/parallel_jobs.py: one per CPU, one per 2 GB of memory; here 2: 600 s, against
+# 665 s for all six at once). One thread per job: a multi-threaded pass beside other jobs ran
+# more than twice as slowly here, as PyTorch's threads wait for each other at every operation.
+JOBS ?= $(shell $(PYTHON) scripts/parallel_jobs.py --max 6)
 test: setup
-	$(MAKE) --no-print-directory -k -j$(JOBS) --output-sync=target \
+	$(MAKE) --no-print-directory -k -j$(or $(strip $(JOBS)),1) --output-sync=target \
 	  test-notebooks-portable-b test-notebooks-portable-a test-notebooks-native-b test-notebooks-native-a \
 	  test-units-b test-units-a
 
@@ -75,8 +77,10 @@ notebook_half = rm -rf build/$(1) && mkdir -p build/$(1) && cp -r notebooks benc
 	cd build/$(1) && $(2) OMP_NUM_THREADS=1 $(CURDIR)/$(PY) -m pytest -q \
 	  --rootdir=$(CURDIR) -c $(CURDIR)/pyproject.toml --nbval --nbval-current-env \
 	  --nbval-sanitize-with $(CURDIR)/tests/nbval_sanitize.cfg $(3)
-FIRST_HALF := $(wildcard notebooks/01_*.ipynb notebooks/02_*.ipynb notebooks/03_*.ipynb)
-SECOND_HALF := $(filter-out $(FIRST_HALF),$(wildcard notebooks/*.ipynb))  # 04 onwards, and any notebook added later
+# The series' numbered notebooks, in order: 01-03, then 04 onwards (a notebook added later included).
+SERIES := $(sort $(wildcard notebooks/[0-9][0-9]_*.ipynb))
+FIRST_HALF := $(filter notebooks/01_% notebooks/02_% notebooks/03_%,$(SERIES))
+SECOND_HALF := $(filter-out $(FIRST_HALF),$(SERIES))
 PORTABLE_KERNELS := ATEN_CPU_CAPABILITY=default
 
 test-notebooks-portable-a: setup
