@@ -8,7 +8,7 @@ from .collators import IGNORE_INDEX, PretrainCollator, RecordTooLongError, SFTCo
 from .data import DataError, load_records
 from .generation import Generation, generate
 from .model import TinyQwenConfig, load_model
-from .settings import MODEL_ENV_VAR, model_setting
+from .settings import MODEL_ENV_VAR, PROJECT_ROOT, model_setting, outputs_dir, shown
 from .tokenizer import load_tokenizer
 from .training import TrainConfig, TrainResult, train
 from .chat_templates import CHAT_FAMILIES, GEMMA, LLAMA3, QWEN25, QWEN_TRAINING_TEMPLATE, ChatFamily, record_to_messages
@@ -49,6 +49,7 @@ __all__ += [  # notebooks 04_full_parameter_training and 05_inference
     "CheckpointError", "ModelSettingError", "PRETRAINED_RECIPE", "RECORD_FILE", "checkpoint_problem",
     "read_record", "records_sha256", "training_record", "check_record", "find_control_token",
 ]
+__all__ += ["PROJECT_ROOT", "outputs_dir", "shown"]  # paths anchored to the project (notebook 04)
 __all__ += [  # notebook 02_pad_eos_pitfalls
     "Measurement", "VARIANTS", "Variant", "VariantRun", "add_pad_token", "describe_run",
     "ensure_embedding_rows", "measure", "next_token_probability", "results_table", "train_variant",

@@ -31,12 +31,12 @@ from transformers.utils import logging as hf_logging
 
 from .collators import PretrainCollator, SFTCollator
 from .model import load_model
-from .settings import MODEL_ENV_VAR, ModelSettingError, describe_source, model_setting
+from .settings import MODEL_ENV_VAR, ModelSettingError, describe_source, model_setting, outputs_dir, shown
 from .tokenizer import load_tokenizer
 from .training import TrainConfig, TrainResult, train
 
-#: Where the checkpoints go, relative to ``notebooks/`` (the directory the notebooks run in).
-DEFAULT_OUTPUTS = Path("../outputs")
+#: Where the checkpoints go: ``outputs/`` in the project, or ``$PVS_OUTPUTS`` (read at import).
+DEFAULT_OUTPUTS = outputs_dir()
 #: The two training objectives and the collator that defines each.
 COLLATORS = {"pretrain": PretrainCollator, "sft": SFTCollator}
 #: The recipe for a model that is already pretrained (``$PVS_MODEL`` set): the seed
@@ -72,7 +72,7 @@ class CheckpointError(RuntimeError):
     def __init__(self, directory: str | os.PathLike, problem: str):
         self.directory = Path(directory)
         self.problem = problem
-        super().__init__(f"{self.directory.as_posix()}: {problem}")
+        super().__init__(f"{shown(self.directory)}: {problem}")
 
 
 @dataclass
@@ -450,12 +450,12 @@ def load_or_train(
             return _load_all(dirs, tokenizer), "loaded"
         except CheckpointError as exc:
             problems[exc.directory] = exc.problem
-    reasons = "; ".join(f"{d.as_posix()}: {p}" for d, p in problems.items())
+    reasons = "; ".join(f"{shown(d)}: {p}" for d, p in problems.items())
     if not retrain:
         directory, problem = next(iter(problems.items()))
         raise CheckpointError(directory, problem)
     if len(problems) == len(dirs) and all(p.startswith("does not exist") for p in problems.values()):
-        print(f"no checkpoints in {Path(root).as_posix()} yet: training them")
+        print(f"no checkpoints in {shown(root)} yet: training them")
     else:
         print(f"training the checkpoints again: {reasons}")
     tokenizer = load_tokenizer(model_name)

@@ -20,6 +20,12 @@ from pathlib import Path
 from typing import Literal
 
 MODEL_ENV_VAR = "PVS_MODEL"
+#: Where checkpoints go instead of ``outputs/`` (``make test`` points it at a fresh folder).
+OUTPUTS_ENV_VAR = "PVS_OUTPUTS"
+
+#: The project's root (the folder holding ``helpers/``, ``data/`` and ``notebooks/``): every
+#: default path is anchored here, so a notebook run from any folder reads and writes the same files.
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 #: Files that make a directory a model ``load_model`` can read: the config, and the weights
 #: as one safetensors file or as shards listed in an index (the series loads safetensors only).
@@ -42,6 +48,35 @@ def model_setting() -> str | None:
     Introduced in notebook 01_chat_templates."""
     value = os.environ.get(MODEL_ENV_VAR, "").strip()
     return value or None
+
+
+def outputs_dir() -> Path:
+    """Where checkpoints are saved: ``$PVS_OUTPUTS`` when set, else ``outputs/`` in the project.
+
+    Introduced in notebook 04_full_parameter_training."""
+    value = os.environ.get(OUTPUTS_ENV_VAR, "").strip()
+    return Path(value).expanduser().resolve() if value else PROJECT_ROOT / "outputs"
+
+
+def shown(path: str | os.PathLike) -> str:
+    """``path`` as a notebook prints it: ``outputs/...`` for a checkpoint, relative to the project
+    for its other files, and unchanged elsewhere, so that no machine-local folder shows.
+
+    Introduced in notebook 04_full_parameter_training.
+
+    >>> shown(outputs_dir() / "sft")
+    'outputs/sft'
+    >>> shown(PROJECT_ROOT / "data" / "poems.json")
+    'data/poems.json'
+    """
+    path = Path(path)
+    for base, prefix in ((outputs_dir(), "outputs"), (PROJECT_ROOT, "")):
+        try:
+            relative = path.resolve().relative_to(base)
+        except ValueError:
+            continue
+        return (Path(prefix) / relative).as_posix() if prefix else relative.as_posix()
+    return path.as_posix()
 
 
 def describe_source(name_or_path: str | os.PathLike) -> str:
