@@ -39,8 +39,8 @@ from .training import TrainConfig, TrainResult, train
 DEFAULT_OUTPUTS = outputs_dir()
 #: The two training objectives and the collator that defines each.
 COLLATORS = {"pretrain": PretrainCollator, "sft": SFTCollator}
-#: The recipe for a model that is already pretrained (``$PVS_MODEL`` set): the seed
-#: walkthrough's own run, the one it reports a result for (its ``TrainingArguments`` set
+#: The recipe for a model that is already pretrained (``$PVS_MODEL`` set): the
+#: post's own run, the one it reports a result for (its ``TrainingArguments`` set
 #: ``num_train_epochs=10, per_device_train_batch_size=2`` and leave the rest at transformers'
 #: defaults: learning rate 5e-5 with linear decay, no warm-up, no weight decay; after it the
 #: fine-tuned Qwen2.5-0.5B recites the first poem from its instruction). The tiny default
@@ -104,7 +104,7 @@ def recipe(model_name: str | None = None) -> TrainConfig:
 
     Introduced in notebook 04_full_parameter_training. The tiny default (``model_name``
     None) trains from random weights with :class:`TrainConfig`'s defaults; a pretrained model
-    (``$PVS_MODEL``) gets :data:`PRETRAINED_RECIPE`, the seed walkthrough's run (10 epochs,
+    (``$PVS_MODEL``) gets :data:`PRETRAINED_RECIPE`, the post's run (10 epochs,
     batch 2, learning rate 5e-5 decaying linearly), since a learning rate as high as the tiny
     model's would wreck what it already knows.
     """

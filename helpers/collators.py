@@ -11,7 +11,7 @@ labels are set to -100 (ignored by the loss):
 ``mask_pad`` picks which padding labels become -100:
 
 - ``"position"``: where ``attention_mask`` is 0. Correct even when pad == eos (Qwen's case).
-- ``"id"``: every label equal to ``pad_token_id`` (the seed's way). When pad == eos this
+- ``"id"``: every label equal to ``pad_token_id`` (the post's way). When pad == eos this
   also masks the real eos, so the model never learns to stop.
 - ``False``: padding is trained like text.
 

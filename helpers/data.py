@@ -1,4 +1,4 @@
-"""The five poem records of the seed walkthrough: loading and validation.
+"""The five poem records of the post (大模型预训练代码实战): loading and validation.
 
 Introduced in notebook 01_chat_templates; every later notebook loads its data this way.
 Notebook 03_label_masking shows the one rule that is not about JSON shape: record text may

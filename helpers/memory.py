@@ -5,13 +5,13 @@ compares the estimates with a GPU's peak memory.
 
 Full-parameter training with AdamW keeps, for every parameter, the weight itself, its
 gradient and AdamW's two running averages (``exp_avg`` and ``exp_avg_sq``): "parameters x
-bytes x 4" in the seed's words. How many bytes each copy takes depends on the precision
+bytes x 4" in the post's words. How many bytes each copy takes depends on the precision
 scheme (:data:`SCHEMES`). :func:`measure_training_memory` checks the rule at the allocator.
 Activations (what the forward pass keeps for the backward pass) come on top: they grow with
 batch size and sequence length, and with the model's depth, width and vocabulary;
 :func:`estimate_peak_memory` models them, and the peak of a training step.
 
-Sizes are in bytes; ``GB`` means 10**9 bytes, as in the seed.
+Sizes are in bytes; ``GB`` means 10**9 bytes, as in the post.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ GB = 10**9
 #:   weights, gradients and AdamW states in the model's own dtype; the bf16 weight copies it
 #:   makes live until the backward pass has used them. (A model loaded in bf16 would train
 #:   under the ``half`` row, autocast or not.)
-#: - ``half``: everything in fp16 or bf16, no fp32 copy at all: the seed's "fp16" line.
+#: - ``half``: everything in fp16 or bf16, no fp32 copy at all: the post's "fp16" line.
 #:   Half the memory, but small updates vanish when added to 16-bit weights.
 #: - ``mixed``: classic mixed precision: 16-bit weights and gradients for the forward and
 #:   backward passes, plus an fp32 master copy of the weights and fp32 AdamW states for the

@@ -31,7 +31,7 @@ from .generation import Generation, generate, resolve_stop_ids
 from .model import load_model
 from .training import TrainConfig, TrainResult, train
 
-#: The pad token the seed adds (it gets id 151665 in the Qwen2.5 tokenizer).
+#: The pad token the post adds (it gets id 151665 in the Qwen2.5 tokenizer).
 NEW_PAD_TOKEN = "[PAD]"
 
 
@@ -61,10 +61,10 @@ class Variant:
 VARIANTS: dict[str, Variant] = {
     v.name: v
     for v in (
-        Variant("A", None, "id", True, "pad == eos, padding masked by id (the seed's collator): the eos label is masked too"),
+        Variant("A", None, "id", True, "pad == eos, padding masked by id (the post's collator): the eos label is masked too"),
         Variant("B", None, "position", True, "pad == eos, padding masked by position (attention_mask == 0)"),
-        Variant("C", NEW_PAD_TOKEN, "id", True, "the seed's fix: a new [PAD], masked, eos appended"),
-        Variant("D", NEW_PAD_TOKEN, False, False, "the seed's anecdote: [PAD] trained (not masked), no eos appended"),
+        Variant("C", NEW_PAD_TOKEN, "id", True, "the post's fix: a new [PAD], masked, eos appended"),
+        Variant("D", NEW_PAD_TOKEN, False, False, "the post's anecdote: [PAD] trained (not masked), no eos appended"),
         Variant("E", None, False, True, "pad == eos trained (not masked), eos appended"),
     )
 }

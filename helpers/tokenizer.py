@@ -45,7 +45,7 @@ QWEN_VOCAB_SIZE = FIRST_ADDED_ID + len(ADDED_TOKENS)  # 151665 == len(tokenizer)
 MODEL_MAX_LENGTH = 131072
 EOS_TOKEN = "<|endoftext|>"
 #: The system turn Qwen2.5-0.5B's (base) template inserts when a conversation has none. The
-#: Instruct models' template inserts :data:`INSTRUCT_SYSTEM_PROMPT` instead (the seed passes
+#: Instruct models' template inserts :data:`INSTRUCT_SYSTEM_PROMPT` instead (the post passes
 #: that one explicitly, which is why its printout shows it).
 DEFAULT_SYSTEM_PROMPT = "You are a helpful assistant."
 INSTRUCT_SYSTEM_PROMPT = "You are Qwen, created by Alibaba Cloud. You are a helpful assistant."

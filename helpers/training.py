@@ -20,9 +20,9 @@ class TrainConfig:
 
     num_train_epochs: int = 20  # passes over the five records; exact recall of all five comes
     #                              after 10 (30 steps: steps_to_exact_recall in benchmarks/results.json)
-    per_device_train_batch_size: int = 2  # as in the seed: 3 optimizer steps per epoch
+    per_device_train_batch_size: int = 2  # as in the post: 3 optimizer steps per epoch
     learning_rate: float = 5e-3  # high, because the tiny model starts from random weights;
-    #                              a pretrained model gets the seed's 5e-5 (PRETRAINED_RECIPE)
+    #                              a pretrained model gets the post's 5e-5 (PRETRAINED_RECIPE)
     lr_scheduler_type: str = "constant"  # no decay: the run is short
     warmup_steps: int = 0  # optimizer steps of linear warm-up
     weight_decay: float = 0.0  # AdamW's decoupled decay; memorisation needs none

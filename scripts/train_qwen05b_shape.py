@@ -12,7 +12,7 @@ Precision (``--precision``), and the estimate each is compared with
   matrix products in bf16 under ``torch.autocast``. This is what ``Trainer(bf16=True)``
   does. Estimate: the ``fp32`` rule, 16 bytes per parameter (7.90 GB for 0.5B).
 - ``bf16``: weights, gradients and AdamW states all in bf16, no fp32 copy. Estimate: the
-  ``half`` rule, 8 bytes per parameter (3.95 GB: the seed's fp16 line).
+  ``half`` rule, 8 bytes per parameter (3.95 GB: the post's fp16 line).
 - ``fp32`` (default without a GPU): everything in fp32. Estimate: the ``fp32`` rule.
 
 Speed and memory options (each can be switched on alone, and ``--matrix`` measures several

@@ -87,7 +87,7 @@ def test_qwen25_chatml(tokenizer, chat):
 
 
 def test_qwen25_base_default_is_not_the_instruct_default(tokenizer, chat):
-    """The base template's default system turn; the Instruct sentence only when passed (as the seed does)."""
+    """The base template's default system turn; the Instruct sentence only when passed (as the post does)."""
     assert DEFAULT_SYSTEM_PROMPT == "You are a helpful assistant."
     default = render(tokenizer, QWEN25, chat)
     assert INSTRUCT_SYSTEM_PROMPT not in default
@@ -96,7 +96,7 @@ def test_qwen25_base_default_is_not_the_instruct_default(tokenizer, chat):
 
 
 def test_notebook_token_counts(tokenizer, records):
-    """Notebook 01, record 0: 68 ChatML tokens with the base default system turn, 78 with the seed's."""
+    """Notebook 01, record 0: 68 ChatML tokens with the base default system turn, 78 with the post's."""
     r = records[0]
     messages = [{"role": "user", "content": r["instruct"] + r["input"]}, {"role": "assistant", "content": r["label"]}]
     assert len(tokenizer.apply_chat_template(messages)["input_ids"]) == 68

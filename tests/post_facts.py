@@ -1,4 +1,4 @@
-"""Token ids printed in the seed walkthrough (records 0 and 1 + eos, padded with [PAD])."""
+"""Token ids the post (大模型预训练代码实战) prints: records 0 and 1 + eos, padded with [PAD]."""
 
 RECORD_0_IDS = [
     112720, 89012, 99459, 122157, 61443, 108462, 100045, 5122, 99459, 122157, 99457, 99244,
