@@ -21,7 +21,7 @@ from .memory import (
 from .checkpoints import (
     PRETRAINED_LEARNING_RATE, PRETRAINED_RECIPE, RECORD_FILE, Checkpoint, CheckpointError, checkpoint_dirs,
     checkpoint_problem, has_checkpoint, load_checkpoint, load_or_train, read_record, recipe, records_sha256,
-    save_checkpoint, train_both, training_record,
+    save_checkpoint, train_both, training_environment, training_record,
 )
 from .data import check_record, find_control_token
 from .settings import ModelSettingError
@@ -47,7 +47,7 @@ __all__ += [  # notebooks 04_full_parameter_training and 05_inference
     "plot_estimate_vs_measured", "qwen25_05b_config", "recipe", "save_checkpoint",
     "saved_activation_bytes", "train_both",
     "CheckpointError", "ModelSettingError", "PRETRAINED_RECIPE", "RECORD_FILE", "checkpoint_problem",
-    "read_record", "records_sha256", "training_record", "check_record", "find_control_token",
+    "read_record", "records_sha256", "training_environment", "training_record", "check_record", "find_control_token",
 ]
 __all__ += ["PROJECT_ROOT", "outputs_dir", "shown"]  # paths anchored to the project (notebook 04)
 __all__ += [  # notebook 02_pad_eos_pitfalls

@@ -6,12 +6,17 @@ and an SFT (有监督微调) model from the same initial weights and saves both;
 the same functions, so each notebook also runs on its own.
 
 A checkpoint directory holds what ``save_pretrained`` writes plus ``checkpoint_record.json``:
-what produced it (objective, model setting, recipe, seed, a hash of the records), what the run
+what produced it (objective, model setting, recipe, seed, a hash of the records, the collator's
+options, the device type and the training precision), what the run
 measured (its loss per epoch, optimizer steps and seconds: notebooks 06 and 07 compare their own
 runs with 04's without training it again) and the size and sha256 of every file. Saving is atomic (a staging directory, renamed into place), so a
 killed kernel never leaves a directory that looks complete, and :func:`load_or_train` loads a
-checkpoint only when its files match the record and the record matches the current setting
-and data: never a raw deserialisation traceback, never a model trained on something else.
+checkpoint only when its files match the record and the record matches the run asked for now,
+field by field: never a raw deserialisation traceback, never a model whose recorded objective,
+model setting, recipe, seed, records, collator options, device type (``cpu``, ``cuda``...) or
+training precision differ from this run's. What the record does not compare: the library
+versions (recorded, not checked), and the machine beyond its device type (which CPU or GPU
+model, how many threads), so a loaded checkpoint's seconds come from the machine that trained it.
 """
 
 from __future__ import annotations
@@ -33,7 +38,7 @@ from .collators import PretrainCollator, SFTCollator
 from .model import load_model
 from .settings import MODEL_ENV_VAR, ModelSettingError, describe_source, model_setting, outputs_dir, shown
 from .tokenizer import load_tokenizer
-from .training import TrainConfig, TrainResult, train
+from .training import TrainConfig, TrainResult, train, training_arguments
 
 #: Where the checkpoints go: ``outputs/`` in the project, or ``$PVS_OUTPUTS`` (read at import).
 DEFAULT_OUTPUTS = outputs_dir()
@@ -53,8 +58,9 @@ PRETRAINED_LEARNING_RATE = PRETRAINED_RECIPE.learning_rate
 #: The file in each checkpoint directory that says what produced it and what it holds.
 RECORD_FILE = "checkpoint_record.json"
 #: Bump when the record's meaning changes: older checkpoints are then retrained, not trusted.
-#: Format 2 added ``result`` (the run's losses, steps and seconds).
-RECORD_FORMAT = 2
+#: Format 2 added ``result`` (the run's losses, steps and seconds); format 3 added ``collator``
+#: (its ``append_eos`` and ``mask_pad``) and ``environment`` (device type and precision).
+RECORD_FORMAT = 3
 #: Files a directory needs to count as a complete checkpoint (model + tokenizer + record).
 REQUIRED_FILES = ("config.json", "model.safetensors", "tokenizer_config.json", "tokenizer.json", RECORD_FILE)
 
@@ -120,11 +126,33 @@ def records_sha256(records) -> str:
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
 
-def training_record(objective: str, model_name: str | None, config: TrainConfig, records, seed: int) -> dict:
+def collator_options(collator) -> dict:
+    """The options of a collator (or, given its class, its defaults) that change which tokens are
+    trained: ``{"append_eos": ..., "mask_pad": ...}`` (``max_length`` only refuses long records)."""
+    return {"append_eos": collator.append_eos, "mask_pad": collator.mask_pad}
+
+
+def training_environment(config: TrainConfig) -> dict:
+    """Where :func:`helpers.training.train` trains with ``config`` on this machine, read from the
+    ``TrainingArguments`` it builds: ``{"device": "cpu" | "cuda" | "mps" ..., "precision":
+    "bf16" | "fp16" | "fp32"}``. ``"bf16"`` is the ``Trainer``'s bf16 autocast (what
+    :func:`~helpers.training.training_arguments` sets on a GPU that supports it) over fp32 weights."""
+    with tempfile.TemporaryDirectory() as scratch:
+        arguments = training_arguments(config, scratch)
+    precision = "bf16" if arguments.bf16 else "fp16" if arguments.fp16 else "fp32"
+    return {"device": arguments.device.type, "precision": precision}
+
+
+def training_record(
+    objective: str, model_name: str | None, config: TrainConfig, records, seed: int, collator=None,
+    environment: dict | None = None,
+) -> dict:
     """What a checkpoint must have been trained with to count as the run ``load_or_train`` asks for.
 
     Introduced in notebook 05_inference. ``print_loss`` is left out: it changes nothing in
-    the weights."""
+    the weights. ``collator`` (default: the objective's collator class, i.e. its default
+    options) gives :func:`collator_options`; ``environment`` defaults to
+    :func:`training_environment` on this machine."""
     fields = asdict(config)
     fields.pop("print_loss")
     return {
@@ -133,6 +161,8 @@ def training_record(objective: str, model_name: str | None, config: TrainConfig,
         "recipe": fields,
         "seed": seed,
         "records_sha256": records_sha256(records),
+        "collator": collator_options(COLLATORS[objective] if collator is None else collator),
+        "environment": training_environment(config) if environment is None else environment,
     }
 
 
@@ -155,18 +185,22 @@ def train_both(
     ``load_model(model_name, tokenizer, seed=seed)`` (the same weights) and train with
     :func:`helpers.training.train` and the same ``config`` (default: :func:`recipe`), so
     the collator is the only difference. ``model_name`` defaults to ``model_setting()``
-    (``None`` is the tiny model). Each trained model remembers what it was trained on, and :func:`save_checkpoint` writes
-    that into its checkpoint's record.
+    (``None`` is the tiny model). Each trained model remembers what it was trained on (the
+    collator's options, the device type and precision included), and :func:`save_checkpoint`
+    writes that into its checkpoint's record.
     """
     model_name = model_setting() if model_name is _FROM_SETTING else model_name
     config = recipe(model_name) if config is None else config
+    environment = training_environment(config)
     results = {}
-    for objective, collator in COLLATORS.items():
+    for objective, collator_class in COLLATORS.items():
         if config.print_loss:
             print(f"--- {objective} ---")
         model = load_model(model_name, tokenizer, seed=seed)
-        results[objective] = train(model, tokenizer, records, collator(tokenizer), config)
-        _TRAINED_ON[results[objective].model] = training_record(objective, model_name, config, records, seed)
+        collator = collator_class(tokenizer)
+        results[objective] = train(model, tokenizer, records, collator, config)
+        _TRAINED_ON[results[objective].model] = training_record(
+            objective, model_name, config, records, seed, collator=collator, environment=environment)
         _RESULTS[results[objective].model] = result_record(results[objective])
     return results
 
@@ -281,7 +315,8 @@ def checkpoint_problem(directory: str | os.PathLike, expected_training: dict | N
     that every file the record lists is there with its recorded size and sha256 (a truncated
     or overwritten file fails here, before any deserialiser sees it), and, when
     ``expected_training`` is given (a :func:`training_record`), that the checkpoint was
-    trained with exactly that: objective, ``PVS_MODEL`` setting, recipe, seed and records.
+    trained with exactly that: objective, ``PVS_MODEL`` setting, recipe, seed, records,
+    collator options, device type and precision.
     """
     directory = Path(directory)
     if not directory.is_dir():
@@ -323,13 +358,21 @@ def _training_mismatch(found: dict | None, expected: dict) -> str | None:
         return (f"was trained on other records (sha256 {str(found.get('records_sha256'))[:12]}..., "
                 f"the data now gives {expected['records_sha256'][:12]}...)")
     if found.get("recipe") != expected["recipe"]:
-        old = found.get("recipe") if isinstance(found.get("recipe"), dict) else {}
-        changed = [f"{key} {old.get(key)!r} -> {value!r}" for key, value in expected["recipe"].items() if old.get(key) != value]
-        changed += [f"{key} {old[key]!r} -> (none)" for key in old if key not in expected["recipe"]]
-        return f"was trained with another recipe ({', '.join(changed)})"
+        return f"was trained with another recipe ({_changes(found.get('recipe'), expected['recipe'])})"
     if found.get("seed") != expected["seed"]:
         return f"was trained from seed {found.get('seed')!r}, not {expected['seed']!r}"
+    for key, what in (("collator", "other collator options"), ("environment", "another device or precision")):
+        if found.get(key) != expected[key]:
+            return f"was trained with {what} ({_changes(found.get(key), expected[key])})"
     return None
+
+
+def _changes(found, expected: dict) -> str:
+    """``"key old -> new"`` for every key whose value differs between two records' dicts."""
+    old = found if isinstance(found, dict) else {}
+    changed = [f"{key} {old.get(key)!r} -> {value!r}" for key, value in expected.items() if old.get(key) != value]
+    changed += [f"{key} {old[key]!r} -> (none)" for key in old if key not in expected]
+    return ", ".join(changed)
 
 
 def has_checkpoint(directory: str | os.PathLike) -> bool:
@@ -414,7 +457,9 @@ def load_or_train(
     Introduced in notebook 05_inference. Returns ``(checkpoints, how)`` where ``how`` is
     ``"loaded"`` or ``"trained"``. A checkpoint is loaded only when it is intact and was
     trained on the run asked for now: the model named by ``model_setting()``, its
-    :func:`recipe`, ``seed``, and ``records`` (default: :func:`helpers.data.load_records`).
+    :func:`recipe`, ``seed``, ``records`` (default: :func:`helpers.data.load_records`), the
+    collators' default options, and this machine's device type and training precision
+    (:func:`training_environment`: a checkpoint trained on a GPU in bf16 is retrained on a CPU).
     Otherwise one printed line says why, and :func:`train_both` trains both again (the run
     notebook 04_full_parameter_training makes); with ``retrain=False`` a
     :class:`CheckpointError` is raised instead.
@@ -439,10 +484,12 @@ def load_or_train(
     elif root is None:
         raise ValueError(f"load_or_train: model_name {model_name!r} is not what {MODEL_ENV_VAR} names; pass a root for its checkpoints")
     config = recipe(model_name)
+    environment = training_environment(config)
     dirs = checkpoint_dirs(root)
     problems = {}
     for objective, directory in dirs.items():
-        problem = checkpoint_problem(directory, training_record(objective, model_name, config, records, seed))
+        problem = checkpoint_problem(
+            directory, training_record(objective, model_name, config, records, seed, environment=environment))
         if problem is not None:
             problems[directory] = problem
     if not problems:

@@ -91,6 +91,8 @@ def test_a_fresh_root_is_trained_with_one_line_then_loaded(trained, setting, rec
             "objective": objective, "model_setting": str(setting), "seed": 0,
             "recipe": {k: v for k, v in QUICK.__dict__.items() if k != "print_loss"},
             "records_sha256": records_sha256(records),
+            "collator": {"append_eos": True, "mask_pad": "position"},
+            "environment": {"device": "cpu", "precision": "fp32"},  # the tests run on a CPU
         }
         assert set(record["versions"]) == {"torch", "transformers", "tokenizers", "safetensors"}
         # what the run measured travels with it: 5 records, batch 2, 1 epoch = 3 steps
@@ -255,13 +257,59 @@ def test_the_tiny_model_keeps_its_own_root_when_pvs_model_names_another(setting,
     assert str(error.value).startswith(f"{(tmp_path / 'outputs' / 'pretrain').as_posix()}: does not exist")
 
 
-def test_a_format_1_record_is_retrained_not_trusted(root, setting):
+def test_an_older_format_record_is_retrained_not_trusted(root, setting):
     directory = checkpoint_dirs(root)["pretrain"]
     record = json.loads((directory / RECORD_FILE).read_text())
-    del record["result"]
-    record["format"] = 1  # saved before records carried the run's losses
+    for key in ("collator", "environment"):
+        del record["training"][key]
+    record["format"] = 2  # saved before records carried the collator options, device and precision
     (directory / RECORD_FILE).write_text(json.dumps(record))
-    assert refusal(root) == f"{directory.as_posix()}: {RECORD_FILE} is not a format-2 record"
+    assert refusal(root) == f"{directory.as_posix()}: {RECORD_FILE} is not a format-3 record"
+
+
+def edit_training(directory, **changes):
+    """Rewrite the ``training`` part of a checkpoint's record (the record is not in its own file list)."""
+    record = json.loads((directory / RECORD_FILE).read_text())
+    for key, value in changes.items():
+        record["training"][key] = {**record["training"][key], **value}
+    (directory / RECORD_FILE).write_text(json.dumps(record))
+
+
+def test_a_checkpoint_trained_on_a_gpu_is_retrained_on_a_cpu(root, setting, capsys):
+    """A GPU run (bf16 autocast) is another run: loading it silently on a CPU would pass its
+    weights and its seconds off as this machine's."""
+    pretrain = checkpoint_dirs(root)["pretrain"]
+    edit_training(pretrain, environment={"device": "cuda", "precision": "bf16"})
+    problem = (f"{pretrain.as_posix()}: was trained with another device or precision "
+               "(device 'cuda' -> 'cpu', precision 'bf16' -> 'fp32')")
+    assert refusal(root) == problem
+    _, how = load_or_train(root)
+    assert how == "trained" and capsys.readouterr().out == f"training the checkpoints again: {problem}\n"
+    assert json.loads((pretrain / RECORD_FILE).read_text())["training"]["environment"] == {"device": "cpu", "precision": "fp32"}
+
+
+def test_a_cpu_checkpoint_is_not_taken_for_a_gpu_run(root, setting, monkeypatch):
+    monkeypatch.setattr(checkpoints, "training_environment", lambda config: {"device": "cuda", "precision": "bf16"})
+    assert refusal(root).endswith("pretrain: was trained with another device or precision "
+                                  "(device 'cpu' -> 'cuda', precision 'fp32' -> 'bf16')")
+
+
+def test_other_collator_options(root, setting):
+    sft = checkpoint_dirs(root)["sft"]
+    edit_training(sft, collator={"mask_pad": "id"})  # the post's way: masks the real eos too
+    assert refusal(root) == f"{sft.as_posix()}: was trained with other collator options (mask_pad 'id' -> 'position')"
+    edit_training(sft, collator={"mask_pad": "position", "append_eos": False})
+    assert refusal(root).endswith("sft: was trained with other collator options (append_eos False -> True)")
+
+
+def test_the_environment_is_what_the_trainer_uses(setting):
+    from helpers.training import training_arguments
+
+    environment = checkpoints.training_environment(QUICK)
+    arguments = training_arguments(QUICK, "unused")
+    assert environment == {"device": arguments.device.type, "precision": "bf16" if arguments.bf16 else "fp32"}
+    expected = "cuda" if torch.cuda.is_available() else "mps" if torch.backends.mps.is_available() else "cpu"
+    assert environment["device"] == expected
 
 
 def test_a_tokenizer_that_saves_as_the_checkpoints_is_used_instead_of_loading_theirs(root, setting, tokenizer, fresh_tokenizer):
