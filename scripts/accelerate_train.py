@@ -25,24 +25,33 @@ What stays as in the notebook, and what does not, with N processes:
 What the launch config chooses:
 
 - ``scripts/accelerate/ddp.yaml``: DDP. Every process holds the whole model, its
-  gradients and its AdamW states (the 16 bytes/parameter of notebook 04); each process
-  trains on its own share of every batch and the gradients are averaged across processes.
+  gradients and its AdamW states (the 16 bytes/parameter of notebook 04), plus DDP's
+  gradient buckets: the flat buffers the all-reduce works in, as large as the gradients
+  (4 bytes/parameter in fp32), kept beside them because ``gradient_as_bucket_view`` is False
+  (torch's default, which accelerate's ``DistributedDataParallelKwargs`` and the ``Trainer``
+  keep). About 20 bytes/parameter per GPU before activations. Each process trains on its own
+  share of every batch and the gradients are averaged across processes.
 - ``scripts/accelerate/fsdp.yaml``: FSDP2. Weights, gradients and AdamW states are sharded,
   so each of N GPUs holds about 1/N of those 16 bytes/parameter: for models whose training
   state does not fit one GPU. With bf16 (the ``Trainer``'s ``bf16=True`` on a GPU that
-  supports it), accelerate gives FSDP2 ``MixedPrecisionPolicy(param_dtype=bf16,
-  reduce_dtype=bf16)``: the layers compute with gathered bf16 copies of the weights and the
+  supports it), accelerate 1.15 gives FSDP2 ``MixedPrecisionPolicy(param_dtype=bf16,
+  reduce_dtype=bf16, output_dtype=bf16)``: the layers compute with gathered bf16 copies of
+  the weights, each sharded module's floating-point outputs are cast to bf16, and the
   gradients are reduce-scattered in bf16, not in fp32.
 
     accelerate launch --config_file scripts/accelerate/ddp.yaml scripts/accelerate_train.py --objective sft
     accelerate launch --config_file scripts/accelerate/fsdp.yaml --num_processes 4 scripts/accelerate_train.py
 
-Without a GPU (the tests; ``accelerate launch --cpu`` starts a single process unless
-``mpirun`` is installed), set ``ACCELERATE_USE_CPU=true`` and use the same configs: the
-processes then train on the CPU and talk over gloo.
+Without a GPU (the tests), set ``ACCELERATE_USE_CPU=true`` and use the same configs: the
+processes then train on the CPU and talk over gloo. Not ``accelerate launch --cpu``: in
+accelerate 1.15 (``commands/launch.py``, ``launch_command``) ``--cpu`` always goes to the
+simple launcher, which starts one process whatever ``--num_processes`` says; it runs several
+only through ``mpirun``/``mpiexec``, and only when ``--mpirun_hostfile`` is given.
 
 The model is the series' setting (``$PVS_MODEL``, else the tiny default). The main
-process saves the trained model and tokenizer to ``--output-dir`` (if given) and prints
+process saves the trained model and tokenizer to ``--output-dir`` (if given; under FSDP2 it
+first gathers the full weights onto rank 0's CPU, :func:`gathered_state_dict`, and hands them
+to ``save_pretrained``, so the checkpoint is one ordinary ``model.safetensors``) and prints
 one JSON line with the results (under DDP every process first checks that all replicas
 ended with the same weights).
 """

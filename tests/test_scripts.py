@@ -47,9 +47,10 @@ def test_accelerate_configs_parse_and_name_real_classes():
 
 
 def test_accelerate_launch_trains_ddp_on_two_cpu_processes(tmp_path):
-    # `accelerate launch --cpu --num_processes 2` starts ONE process (multi-CPU goes through
-    # mpirun, not installed here). The torchrun-based launcher of ddp.yaml starts two, and
-    # ACCELERATE_USE_CPU=true makes the Trainer's accelerator run them on the CPU over gloo.
+    # `accelerate launch --cpu --num_processes 2` starts ONE process (the simple launcher; see
+    # test_accelerate_launch_cpu_starts_one_process). The torchrun-based launcher of ddp.yaml
+    # starts two, and ACCELERATE_USE_CPU=true makes the Trainer's accelerator run them on the
+    # CPU over gloo.
     epochs = 2
     env = dict(os.environ, ACCELERATE_USE_CPU="true", OMP_NUM_THREADS="1")
     out = subprocess.run(
@@ -76,6 +77,64 @@ def test_accelerate_launch_trains_ddp_on_two_cpu_processes(tmp_path):
     assert saved_digest == digests[0]
 
 
+def test_accelerate_launch_cpu_starts_one_process(monkeypatch):
+    """What the script's docstring says about ``--cpu``: accelerate 1.15 sends it to the simple
+    launcher (one ``python`` process, whatever --num_processes says, with or without a DDP
+    config), which goes through mpirun only when --mpirun_hostfile is given."""
+    from accelerate.commands import launch
+    from accelerate.utils import launch as launch_utils
+
+    used = []
+    for name in ("simple_launcher", "multi_gpu_launcher", "deepspeed_launcher"):
+        monkeypatch.setattr(launch, name, lambda args, name=name: used.append(name))
+    parser = launch.launch_command_parser()
+    for config in ([], ["--config_file", str(SCRIPTS / "accelerate" / "ddp.yaml")]):
+        launch.launch_command(parser.parse_args(["--cpu", "--num_processes", "2", *config, "train.py"]))
+    assert used == ["simple_launcher", "simple_launcher"]
+    args = parser.parse_args(["--cpu", "--num_processes", "2", "train.py"])
+    launch._validate_launch_command(args)
+    cmd, env = launch_utils.prepare_simple_launcher_cmd_env(args)
+    assert cmd == [sys.executable, "train.py"] and env["ACCELERATE_USE_CPU"] == "True"  # one process
+    monkeypatch.setattr(launch_utils, "_get_mpirun_args", lambda: ("mpirun", "-f", "-n", "-ppn", ""))
+    args = parser.parse_args(["--cpu", "--num_processes", "2", "--mpirun_hostfile", "hosts", "train.py"])
+    launch._validate_launch_command(args)
+    cmd, _ = launch_utils.prepare_simple_launcher_cmd_env(args)
+    assert cmd[0] == "mpirun" and cmd[-2:] == [sys.executable, "train.py"]
+    assert "only when ``--mpirun_hostfile`` is given" in accelerate_train.__doc__
+
+
+def test_ddp_keeps_a_gradient_sized_bucket_copy(tokenizer, monkeypatch):
+    """DDP's all-reduce buckets hold a second copy of the gradients (4 bytes/parameter in
+    fp32) because gradient_as_bucket_view is False: torch's default, accelerate's, and the
+    Trainer never sets it. So about 20 bytes/parameter per GPU, not 16 (ddp.yaml, docstring)."""
+    import inspect
+
+    import torch.distributed as dist
+    import transformers.trainer
+    from accelerate.utils import DistributedDataParallelKwargs
+
+    from helpers import count_parameters, load_model
+
+    assert inspect.signature(torch.nn.parallel.DistributedDataParallel).parameters["gradient_as_bucket_view"].default is False
+    assert DistributedDataParallelKwargs().gradient_as_bucket_view is False
+    assert "gradient_as_bucket_view" not in inspect.getsource(transformers.trainer)
+    for name, value in dict(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(free_port()), RANK="0", WORLD_SIZE="1").items():
+        monkeypatch.setenv(name, value)
+    dist.init_process_group("gloo")
+    try:
+        model = load_model(tokenizer=tokenizer, seed=0)
+        ddp = torch.nn.parallel.DistributedDataParallel(model)
+        logged = ddp._get_ddp_logging_data()
+    finally:
+        dist.destroy_process_group()
+    bucket_bytes = sum(int(size) for size in str(logged["bucket_sizes"]).split(","))
+    assert logged["gradient_as_bucket_view"] == 0
+    assert bucket_bytes == 4 * count_parameters(model) == 4 * TINY_PARAMS  # one more fp32 gradient
+    ddp_yaml = (SCRIPTS / "accelerate" / "ddp.yaml").read_text()
+    assert "about 20 bytes per parameter per GPU" in ddp_yaml
+    assert "About 20 bytes/parameter per GPU" in accelerate_train.__doc__
+
+
 def test_per_process_batch_keeps_the_global_batch_or_says_what_it_becomes():
     assert accelerate_train.per_process_batch(2, 1) == 2
     assert accelerate_train.per_process_batch(2, 2) == 1  # global batch 2, as in the notebook
@@ -86,14 +145,18 @@ def test_per_process_batch_keeps_the_global_batch_or_says_what_it_becomes():
 
 
 def test_accelerate_gives_fsdp2_bf16_gradient_reduction():
-    """What the docstring and fsdp.yaml say: with bf16, FSDP2 reduce-scatters gradients in bf16."""
+    """What the docstring and fsdp.yaml say: with bf16, FSDP2 computes in bf16, casts each
+    sharded module's outputs to bf16 and reduce-scatters gradients in bf16."""
     from accelerate.utils import FullyShardedDataParallelPlugin
 
     plugin = FullyShardedDataParallelPlugin(fsdp_version=2)
     plugin.set_mixed_precision("bf16")  # what AcceleratorState does when the Trainer asks for bf16
     policy = plugin.mixed_precision_policy
-    assert policy.param_dtype == policy.reduce_dtype == torch.bfloat16
-    assert "reduce_dtype=bf16" in accelerate_train.__doc__
+    assert policy.param_dtype == policy.reduce_dtype == policy.output_dtype == torch.bfloat16
+    said = "MixedPrecisionPolicy(param_dtype=bf16, reduce_dtype=bf16, output_dtype=bf16)"
+    assert said in " ".join(accelerate_train.__doc__.split())
+    fsdp_yaml = " ".join(line.lstrip("# ") for line in (SCRIPTS / "accelerate" / "fsdp.yaml").read_text().splitlines())
+    assert said in fsdp_yaml
 
 
 def test_fsdp_sharded_weights_are_gathered_and_saved_whole(tokenizer, tmp_path, monkeypatch):
@@ -122,5 +185,7 @@ def test_fsdp_sharded_weights_are_gathered_and_saved_whole(tokenizer, tmp_path, 
         save_checkpoint(model, tokenizer, tmp_path / "fsdp", state_dict=state_dict)
     finally:
         dist.destroy_process_group()
+    # one ordinary weights file (what fsdp.yaml says), from the explicitly gathered state dict
+    assert sorted(p.name for p in (tmp_path / "fsdp").glob("model*.safetensors*")) == ["model.safetensors"]
     reloaded = load_checkpoint(tmp_path / "fsdp").model.state_dict()
     assert all(torch.equal(reloaded[name], original[name]) for name in original)
