@@ -86,14 +86,14 @@ from transformers import Qwen2ForCausalLM
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # `helpers` when run as a script
 
-import helpers.memory  # noqa: E402
 from helpers import PretrainCollator, TinyQwenConfig, load_records, load_tokenizer  # noqa: E402
-from helpers.memory import GB, count_parameters, estimate_training_memory, qwen25_05b_config  # noqa: E402
+from helpers.memory import (  # noqa: E402
+    GB, count_parameters, count_training_state, estimate_peak_memory, estimate_training_memory, qwen25_05b_config,
+)
 
-#: ``(model, optimizer) -> bytes of weights, gradients and optimizer states``, counted tensor by
-#: tensor. Issue 14 renames it ``count_training_state`` (``measure_training_memory`` becomes the
-#: allocator-level measurement); either name works here until both branches are merged.
-count_training_state = getattr(helpers.memory, "count_training_state", None) or helpers.memory.measure_training_memory
+# count_training_state(model, optimizer): the bytes of weights, gradients and optimizer states,
+# counted tensor by tensor (a count, equal to the rule by construction, not an allocator
+# measurement: that is helpers.memory.measure_training_memory, which builds the model itself).
 
 IGNORE_INDEX = -100
 
@@ -408,12 +408,11 @@ def modelled_peak(args: argparse.Namespace, config, n_params: int) -> dict:
     """The peak that ``helpers.memory.estimate_peak_memory`` models for this run, part by part.
 
     ``None`` for option sets it does not model (the fused loss, compilation and checkpointing
-    each change what is alive at the peak), and where helpers has no such model.
+    each change what is alive at the peak).
     """
-    estimate_peak = getattr(helpers.memory, "estimate_peak_memory", None)  # issue 14, item 8
-    if estimate_peak is None or any(getattr(args, key) != value for key, value in _MODELLED.items()):
+    if any(getattr(args, key) != value for key, value in _MODELLED.items()):
         return {"modelled_peak_bytes": None, "modelled_peak_parts": None}
-    estimate = estimate_peak(config, batch_size=args.batch_size, seq_len=args.seq_len,
+    estimate = estimate_peak_memory(config, batch_size=args.batch_size, seq_len=args.seq_len,
                              precision=args.precision, n_params=n_params)
     return {"modelled_peak_bytes": estimate.total, "modelled_peak_parts": dict(estimate.parts)}
 
@@ -615,7 +614,7 @@ def run(args: argparse.Namespace, quiet: bool = False) -> dict:
         # The peak is NOT "training state + activations": at the peak (early in the backward
         # pass) most gradients do not exist yet, while vocabulary-sized loss tensors and
         # autocast's bf16 weight copies do. So only the ratio is printed, and the breakdown of
-        # helpers.memory.estimate_peak_memory where it models this option set (issue 14, item 8).
+        # helpers.memory.estimate_peak_memory where it models this option set.
         say(f"peak allocated {peak / GB:.3f} GB = {peak / measured.total:.2f} x the training state")
         if result["modelled_peak_bytes"] is not None:
             parts = ", ".join(f"{name} {size / GB:.2f}" for name, size in result["modelled_peak_parts"].items())

@@ -95,22 +95,30 @@ def test_each_option_trains_exactly_like_the_plain_run(option, plain_run):
 
 
 def test_the_peak_model_is_printed_only_for_the_option_set_it_models(plain_run):
-    """Issue 14, item 8: helpers.memory.estimate_peak_memory models transformers' own loss, sdpa,
-    no compilation or checkpointing; other option sets get no (wrong) breakdown."""
-    import helpers.memory
+    """helpers.memory.estimate_peak_memory models transformers' own loss, sdpa, no compilation
+    or checkpointing; other option sets get no (wrong) breakdown."""
     from helpers import TinyQwenConfig
+    from helpers.memory import estimate_peak_memory
 
-    estimate_peak = getattr(helpers.memory, "estimate_peak_memory", None)
-    if estimate_peak is None:
-        assert plain_run["modelled_peak_bytes"] is None
-    else:
-        config = TinyQwenConfig().to_qwen2_config()
-        assert plain_run["modelled_peak_bytes"] == estimate_peak(config, batch_size=2, seq_len=16, precision="fp32",
-                                                                 n_params=TINY_PARAMS).total
+    config = TinyQwenConfig().to_qwen2_config()
+    assert plain_run["modelled_peak_bytes"] == estimate_peak_memory(config, batch_size=2, seq_len=16, precision="fp32",
+                                                                    n_params=TINY_PARAMS).total
     for option in (["--fused-ce"], ["--compile"], ["--checkpointing"], ["--attn", "eager"]):
         args = shape.parse_args(TINY_RUN + option)
         assert shape.modelled_peak(args, None, TINY_PARAMS) == {"modelled_peak_bytes": None,
                                                                  "modelled_peak_parts": None}
+
+
+def test_the_training_state_is_counted_by_helpers_count_training_state(plain_run):
+    """The script uses helpers.memory.count_training_state itself: no fallback to another name
+    (measure_training_memory takes (build_model, batch, build_optimizer) and would raise TypeError)."""
+    import helpers.memory
+
+    assert shape.count_training_state is helpers.memory.count_training_state
+    assert shape.estimate_peak_memory is helpers.memory.estimate_peak_memory
+    parts = plain_run["measured_state_parts"]  # the fp32 tiny run: 4 bytes per weight and per gradient
+    assert parts["weights"] == parts["gradients"] == 4 * TINY_PARAMS
+    assert plain_run["measured_state_bytes"] == sum(parts.values())
 
 
 # --- the chunked fused output layer + cross-entropy -------------------------------------------
