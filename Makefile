@@ -14,7 +14,7 @@ LAB_ARGS ?=
 # (tests/test_training.py).
 export THP_MEM_ALLOC_ENABLE ?= 1
 
-.PHONY: setup lab test test-units test-units-a test-units-b test-notebooks test-notebooks-portable test-notebooks-portable-a test-notebooks-portable-b test-notebooks-native test-notebooks-native-a test-notebooks-native-b bench execute clean
+.PHONY: setup lab test test-units test-units-a test-units-b test-notebooks test-portable test-notebooks-portable test-notebooks-one-thread bench execute clean
 
 setup: $(STAMP)
 
@@ -36,66 +36,52 @@ $(STAMP): requirements.txt pyproject.toml
 lab: setup
 	$(VENV)/bin/jupyter lab --ServerApp.root_dir="$(CURDIR)" --LabApp.default_url=/lab/tree/notebooks $(LAB_ARGS)
 
-# Unit tests, and every notebook twice (nbval compares each cell's output with the stored one),
-# each time with one PyTorch thread: once with the kernels PyTorch picks for this CPU (AVX2 here;
-# an ATEN_CPU_CAPABILITY you set is kept), once with ATen's portable ones
-# (ATEN_CPU_CAPABILITY=default: elementwise math, softmax, random numbers; matrix products stay
-# with MKL, which picks its own code by CPU). The stored outputs come from `make execute` with the
-# machine's defaults (2 threads here), so both passes also change the thread count; `make
-# test-notebooks` re-runs them in place with your machine's defaults. Six jobs: the unit tests in
-# two halves and each notebook pass in two halves, each notebook half on its own copy of
-# notebooks/ (and of the GPU logs 04 reads) under build/, so that each has its own ../outputs
-# (05-07 use the checkpoints 04 saves, so 04-07 stay together). JOBS of them at a time, longest
-# first (scripts/parallel_jobs.py: one per CPU, one per 2 GB of memory; here 2: 600 s, against
-# 665 s for all six at once). One thread per job: a multi-threaded pass beside other jobs ran
-# more than twice as slowly here, as PyTorch's threads wait for each other at every operation.
-JOBS ?= $(shell $(PYTHON) scripts/parallel_jobs.py --max 6)
+# make test: what a learner runs. The unit tests (with the documentation examples of helpers/),
+# then every notebook once (numbered, then notebooks/appendix/), with this machine's own settings,
+# each cell's output compared with the stored one. The comparison (tests/nbval_numbers.py, loaded
+# by conftest.py) lets a printed decimal differ by one unit of its last digit, since rounding
+# differs between CPUs, and compares everything else exactly. Checkpoints go to a fresh folder
+# under build/, so a run never depends on what a learner left in outputs/. docs/testing.md says
+# why; `make test-portable` (CI runs it after this) tries other CPU settings.
 test: setup
-	$(MAKE) --no-print-directory -k -j$(or $(strip $(JOBS)),1) --output-sync=target \
-	  test-notebooks-portable-b test-notebooks-portable-a test-notebooks-native-b test-notebooks-native-a \
-	  test-units-b test-units-a
+	status=0; \
+	$(MAKE) --no-print-directory -k -j2 --output-sync=target test-units-a test-units-b || status=1; \
+	$(MAKE) --no-print-directory test-notebooks || status=1; \
+	exit $$status
 
-# The unit tests that run notebooks, scripts or servers in processes of their own (half the time).
+# The unit tests in two halves side by side, one PyTorch thread each (a multi-threaded job
+# beside another waits for its threads at every operation: more than twice as slow here).
+# The half that starts notebooks, scripts or servers in processes of its own takes as long as the rest.
 PROCESS_TESTS := tests/test_real_model_path.py tests/test_scripts.py tests/test_train_qwen05b_shape.py tests/test_lab.py
+DOCTESTS := --doctest-modules helpers
 test-units: test-units-a test-units-b
-
 test-units-a: setup
-	OMP_NUM_THREADS=1 $(PY) -m pytest tests -q $(PROCESS_TESTS:%=--ignore=%)
-
+	OMP_NUM_THREADS=1 $(PY) -m pytest -q $(DOCTESTS) tests $(PROCESS_TESTS:%=--ignore=%)
 test-units-b: setup
 	OMP_NUM_THREADS=1 $(PY) -m pytest -q $(PROCESS_TESTS)
 
+# $(call notebook_pass,NAME,ENVIRONMENT): every notebook, in order (05-07 and the appendices use
+# the checkpoints 04 saves), with checkpoints in a fresh build/NAME-outputs.
+notebook_pass = rm -rf build/$(1)-outputs && mkdir -p build/$(1)-outputs && \
+	$(2) PVS_OUTPUTS=$(CURDIR)/build/$(1)-outputs $(PY) -m pytest -q $(NBVAL) notebooks
 test-notebooks: setup
-	$(PY) -m pytest notebooks $(NBVAL) -q
+	$(call notebook_pass,notebooks,)
 
-# A pass's halves, one after the other.
-test-notebooks-portable: test-notebooks-portable-a test-notebooks-portable-b
-test-notebooks-native: test-notebooks-native-a test-notebooks-native-b
-
-# $(call notebook_half,PASS-HALF,ENVIRONMENT,NOTEBOOKS): copy notebooks/ to build/PASS-HALF, run nbval there
-notebook_half = rm -rf build/$(1) && mkdir -p build/$(1) && cp -r notebooks benchmarks build/$(1)/ && \
-	cd build/$(1) && $(2) OMP_NUM_THREADS=1 $(CURDIR)/$(PY) -m pytest -q \
-	  --rootdir=$(CURDIR) -c $(CURDIR)/pyproject.toml --nbval --nbval-current-env \
-	  --nbval-sanitize-with $(CURDIR)/tests/nbval_sanitize.cfg $(3)
-# The series' numbered notebooks, in order: 01-03, then 04 onwards (a notebook added later included).
-SERIES := $(sort $(wildcard notebooks/[0-9][0-9]_*.ipynb))
-FIRST_HALF := $(filter notebooks/01_% notebooks/02_% notebooks/03_%,$(SERIES))
-SECOND_HALF := $(filter-out $(FIRST_HALF),$(SERIES))
-PORTABLE_KERNELS := ATEN_CPU_CAPABILITY=default
-
-test-notebooks-portable-a: setup
-	$(call notebook_half,portable-a,$(PORTABLE_KERNELS),$(FIRST_HALF))
-test-notebooks-portable-b: setup
-	$(call notebook_half,portable-b,$(PORTABLE_KERNELS),$(SECOND_HALF))
-test-notebooks-native-a: setup
-	$(call notebook_half,native-a,,$(FIRST_HALF))
-test-notebooks-native-b: setup
-	$(call notebook_half,native-b,,$(SECOND_HALF))
+# Before a change reaches learners: the notebooks again under other CPU settings, side by side,
+# one thread each (the stored outputs come from two threads): ATen's portable kernels
+# (ATEN_CPU_CAPABILITY=default: elementwise math, softmax, random numbers; matrix products stay
+# with MKL), and this CPU's own kernels. .ci/run calls it after make test.
+test-portable: setup
+	$(MAKE) --no-print-directory -k -j2 --output-sync=target test-notebooks-portable test-notebooks-one-thread
+test-notebooks-portable: setup
+	$(call notebook_pass,portable,ATEN_CPU_CAPABILITY=default OMP_NUM_THREADS=1)
+test-notebooks-one-thread: setup
+	$(call notebook_pass,one-thread,OMP_NUM_THREADS=1)
 
 # Re-run notebooks top to bottom in a fresh kernel and store their outputs (nbval's baseline).
-# make execute                      all notebooks
+# make execute                      all notebooks (numbered, then appendix/)
 # make execute NB=notebooks/02_pad_eos_pitfalls.ipynb
-NB ?= notebooks/*.ipynb
+NB ?= $(sort $(wildcard notebooks/[0-9][0-9]_*.ipynb)) $(sort $(wildcard notebooks/appendix/*.ipynb))
 execute: setup
 	cd notebooks && for nb in $(patsubst notebooks/%,%,$(wildcard $(NB))); do \
 	  ../$(VENV)/bin/jupyter nbconvert --to notebook --execute --inplace \

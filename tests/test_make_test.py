@@ -1,63 +1,53 @@
-"""`make test` checks every notebook twice, as the README says: once with the kernels PyTorch picks
-for this CPU and once with its portable ones, each with one PyTorch thread, each notebook exactly
-once per pass and in order (05-07 use what 04 saves), beside the unit tests. Read from
-`make -n test`, which prints every command of the six jobs without running them."""
+"""`make test` is what a learner runs: the unit tests, then every notebook once with the
+machine's own settings; `make test-portable` (run by CI after it) repeats the notebooks under
+other CPU settings. Read from `make -n`, which prints every command without running it."""
 
 import os
 import re
 import subprocess
-import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-SERIES = sorted(path.name for path in (ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
-sys.path.insert(0, str(ROOT / "scripts"))
-
-import parallel_jobs  # noqa: E402
+NBVAL_FLAGS = ("--nbval ", "--nbval-current-env", "--nbval-sanitize-with tests/nbval_sanitize.cfg")
 
 
-def planned_commands() -> list[str]:
+def planned(target: str) -> list[str]:
     # a clean environment: under `make test` itself, make's own variables would leak in
-    env = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL", "ATEN_CPU_CAPABILITY")}
-    out = subprocess.run(["make", "-n", "--no-print-directory", "test"], cwd=ROOT, env=env,
+    env = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL")}
+    out = subprocess.run(["make", "-n", "--no-print-directory", target], cwd=ROOT, env=env,
                          capture_output=True, text=True, check=True)
     return out.stdout.splitlines()
 
 
-def test_each_pass_runs_every_notebook_once_in_order_on_one_thread():
-    assert len(SERIES) >= 7
-    nbval = [line for line in planned_commands() if re.search(r"--nbval\s", line)]
-    passes = {"native": [], "portable": []}
-    for command in nbval:
-        assert "--nbval-current-env" in command and "--nbval-sanitize-with" in command
-        assert "--nbval-lax" not in command
-        assert re.search(r"(^|\s)OMP_NUM_THREADS=1\s", command)
-        portable = re.search(r"(^|\s)ATEN_CPU_CAPABILITY=default\s", command) is not None
-        notebooks = re.findall(r"notebooks/(\S+\.ipynb)", command.split("pytest", 1)[1])
-        assert notebooks == sorted(notebooks)  # 04 before the notebooks that load its checkpoints
-        passes["portable" if portable else "native"] += notebooks
-    for kernels, notebooks in passes.items():
-        assert sorted(notebooks) == SERIES, kernels
-    assert len(nbval) == 4
-    work_dirs = [re.search(r"cd (build/\S+) &&", command).group(1) for command in nbval]
-    assert len(set(work_dirs)) == len(nbval)  # no two jobs share ../outputs
+def notebook_passes(target: str) -> list[str]:
+    return [line for line in planned(target) if re.search(r"pytest .*--nbval\s", line)]
 
 
-def test_make_test_runs_the_unit_tests_and_ci_runs_make_test():
-    units = [line for line in planned_commands() if re.search(r"-m pytest (tests\b|-q tests/)", line)]
-    assert len(units) == 2 and all(re.search(r"(^|\s)OMP_NUM_THREADS=1\s", line) for line in units)
-    assert (ROOT / ".ci" / "run").read_text().strip().endswith("make test")
+def test_make_test_runs_the_units_and_one_notebook_pass_with_the_machines_settings():
+    units = [line for line in planned("test") if re.search(r"-m pytest (-q )?(--doctest-modules helpers )?tests", line)]
+    assert len(units) == 2 and "--doctest-modules helpers" in units[0]
+    (notebooks,) = notebook_passes("test")
+    assert all(flag in notebooks for flag in NBVAL_FLAGS) and "--nbval-lax" not in notebooks
+    assert notebooks.rstrip().endswith(" notebooks")  # every notebook, appendix/ included, in name order
+    assert "OMP_NUM_THREADS" not in notebooks and "ATEN_CPU_CAPABILITY" not in notebooks
+    assert re.search(r"rm -rf (build/\S+-outputs) .*PVS_OUTPUTS=\S*\1 ", notebooks)  # fresh checkpoints
 
 
-def test_parallel_jobs_is_bounded_by_cpus_memory_and_the_job_count(monkeypatch):
-    monkeypatch.setattr(parallel_jobs, "usable_cpus", lambda: 16)
-    monkeypatch.setattr(parallel_jobs, "physical_memory", lambda: 64 * parallel_jobs.GB)
-    assert parallel_jobs.parallel_jobs(6) == 6
-    monkeypatch.setattr(parallel_jobs, "physical_memory", lambda: 8 * parallel_jobs.GB)
-    assert parallel_jobs.parallel_jobs(6) == 4
-    monkeypatch.setattr(parallel_jobs, "usable_cpus", lambda: 2)
-    assert parallel_jobs.parallel_jobs(6) == 2
-    monkeypatch.setattr(parallel_jobs, "physical_memory", lambda: parallel_jobs.GB)
-    assert parallel_jobs.parallel_jobs(6) == 1
-    monkeypatch.setattr(parallel_jobs, "physical_memory", lambda: None)
-    assert parallel_jobs.parallel_jobs(6) == 2
+def test_make_test_portable_tries_other_cpu_settings_side_by_side():
+    passes = notebook_passes("test-portable")
+    assert len(passes) == 2 and all(all(flag in p for flag in NBVAL_FLAGS) for p in passes)
+    assert all(re.search(r"(^|\s)OMP_NUM_THREADS=1\s", p) for p in passes)
+    assert sum(bool(re.search(r"(^|\s)ATEN_CPU_CAPABILITY=default\s", p)) for p in passes) == 1
+    folders = [re.search(r"PVS_OUTPUTS=(\S+)", p).group(1) for p in passes]
+    assert len(set(folders)) == 2  # side by side, each with its own checkpoints
+
+
+def test_ci_runs_make_test_then_the_portable_passes():
+    commands = [line.strip() for line in (ROOT / ".ci" / "run").read_text().splitlines()
+                if line.strip() and not line.lstrip().startswith("#")]
+    assert commands[-2:] == ["make test", "make test-portable"]
+
+
+def test_the_comparison_is_number_aware_in_every_pytest_run():
+    conftest = (ROOT / "conftest.py").read_text()
+    assert 'pytest_plugins = ["nbval_numbers"]' in conftest
