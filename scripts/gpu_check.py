@@ -16,7 +16,10 @@ and the notebook results, and writes the record: ``device``, ``torch``, ``mfu_be
 ``tokens_per_s_best``, ``config_best`` (the option set with the highest MFU),
 ``peak_gb_batch8`` and ``state_gb`` (the batch-8 run of that option set, or else the batch-8
 run with the lowest peak: ``peak_gb_batch8_config`` says which), ``notebooks_ok`` (notebook
-name -> true/false), and every matrix row.
+name -> true/false), the goals and whether they were met, and every matrix row.
+``goals.peak_batch8_met`` is that one run's (the best option set at batch 8, so that both goals
+hold for one option set); ``goals.peak_batch8_met_by`` lists every batch-8 option set whose peak
+is within the goal (activation checkpointing can meet it where the fastest set does not).
 """
 
 from __future__ import annotations
@@ -143,6 +146,10 @@ def summarize(rows: list[dict], notebook_results: list[dict], torch_version: str
             **GOALS,
             "mfu_met": None if best is None or best.get("mfu") is None else best["mfu"] >= GOALS["mfu_at_least"],
             "peak_batch8_met": None if peak8 is None else peak8 <= GOALS["peak_batch8_at_most_x_state"] * state,
+            "peak_batch8_met_by": [
+                row["options"] for row in batch8
+                if row["peak_allocated_bytes"] <= GOALS["peak_batch8_at_most_x_state"] * row["measured_state_bytes"]
+            ],
         },
         "mfu_formula": MFU_FORMULA,
         "peak_tflops": None if best is None else best.get("peak_tflops"),

@@ -321,6 +321,9 @@ def test_summary_from_fake_logs_has_every_required_key(tmp_path):
     assert summary["peak_gb_batch8"] == pytest.approx(11.2) and summary["state_gb"] == pytest.approx(7.904525448)
     assert summary["goals"]["mfu_met"] is True
     assert summary["goals"]["peak_batch8_met"] is True  # 11.2 <= 1.5 x 7.905
+    # every batch-8 option set within 1.5 x its state (b8 alone, 21.05 GB, is not)
+    assert summary["goals"]["peak_batch8_met_by"] == ["b8 fused-ce:liger compile:layers fused-adamw",
+                                                      "b8 fused-ce:chunked fused-adamw"]
     assert summary["notebooks_ok"] == {"01_chat_templates": True, "04_full_parameter_training": False}
     assert summary["notebook_errors"] == {"04_full_parameter_training": "cell 30: AssertionError: x"}
     assert len(summary["rows"]) == 6 and summary["rows"][5]["skipped"]
