@@ -1,8 +1,10 @@
 """The tiny Qwen2 model the series trains by default, and loading a real one.
 
 Introduced in notebook 02_pad_eos_pitfalls (first trained there); notebooks 04 and 05 save
-and reload it. The tiny model has Qwen2.5's architecture and its 151,936-row vocabulary
-but a 64-wide, 2-layer body: 9.85 M parameters, almost all in the (tied) embedding.
+and reload it. The tiny model has Qwen2.5's architecture and Qwen2.5-0.5B's 151,936-row,
+tied embedding (1.5B and 3B have the same; Qwen2.5-7B and larger have 152,064 rows and a
+separate, untied output matrix) but a 64-wide, 2-layer body: 9.85 M parameters, almost all in
+the embedding.
 """
 
 from __future__ import annotations
@@ -19,9 +21,10 @@ from .tokenizer import FIRST_ADDED_ID
 
 @dataclass(frozen=True)
 class TinyQwenConfig:
-    """Shape of the default model. Only the body shrinks; vocabulary and conventions are Qwen2.5's."""
+    """Shape of the default model. Only the body shrinks; vocabulary and conventions are Qwen2.5-0.5B's."""
 
-    vocab_size: int = 151936  # Qwen2.5's embedding rows (more than the tokenizer's 151,665 tokens)
+    vocab_size: int = 151936  # Qwen2.5-0.5B/1.5B/3B's embedding rows (more than the tokenizer's
+    #                           151,665 tokens); 7B and larger: 152,064
     hidden_size: int = 64  # Qwen2.5-0.5B: 896
     num_hidden_layers: int = 2  # Qwen2.5-0.5B: 24
     num_attention_heads: int = 4  # Qwen2.5-0.5B: 14
@@ -30,7 +33,8 @@ class TinyQwenConfig:
     max_position_embeddings: int = 2048  # the poems are under 60 tokens
     rope_theta: float = 1_000_000.0  # Qwen2.5's rotary base
     rms_norm_eps: float = 1e-6  # Qwen2.5's
-    tie_word_embeddings: bool = True  # the output layer reuses the embedding matrix, as in 0.5B
+    tie_word_embeddings: bool = True  # the output layer reuses the embedding matrix, as in 0.5B-3B
+    #                                   (7B and larger untie it: a second vocabulary-sized matrix)
     initializer_range: float = 0.125  # init std, about 1/sqrt(hidden_size). Qwen2.5's 0.02 suits
     #                                   its 896-wide body; at width 64 it starts the logits so
     #                                   flat that memorising the poems takes 3x the steps

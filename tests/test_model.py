@@ -97,3 +97,46 @@ def test_the_trainer_itself_would_align_the_pad_id(tokenizer):
     model = load_model(tokenizer=tokenizer)
     align_special_tokens(model, tokenizer)
     assert model.config.pad_token_id == tokenizer.pad_token_id == 151643
+
+
+# The embedding of the real Qwen2.5 sizes, from their config.json files (vocab_size,
+# tie_word_embeddings). The Qwen/ repositories are not reachable here; these copies of them
+# keep the original's shape fields (each names its source in "_name_or_path"):
+#   0.5B  https://huggingface.co/osllmai-community/Qwen2.5-0.5B/blob/main/config.json     151936, tied
+#   1.5B  https://huggingface.co/onnx-community/Qwen2.5-1.5B-Instruct/blob/94677ac90364afdc2b476788d085a9680efde737/config.json  151936, tied
+#   3B    https://huggingface.co/unsloth/Qwen2.5-3B/blob/main/config.json                 151936, tied
+#   7B    https://huggingface.co/EVA-UNIT-01/EVA-Qwen2.5-7B-v0.0/blob/a32508949aec50fa43f32204d1a5600cf63ec3dd/config.json
+#         and https://huggingface.co/osllmai-community/Qwen2.5-7B-Instruct/blob/main/config.json  152064, untied
+#   14B   https://huggingface.co/osllmai-community/Qwen2.5-14B-Instruct/blob/eaddfa685697f74aa707d6cd5cf36784cdcabe05/config.json  152064, untied
+#   32B   https://huggingface.co/Qwen/Qwen2.5-32B/blob/main/config.json (the original)     152064, untied
+#   72B   https://huggingface.co/gghfez/UwU-72B-Preview/blob/64af8159bc15b908f7f1792121f99beaad633ce9/config.json
+#         (from unsloth/qwen2.5-72b-instruct)                                              152064, untied
+QWEN25_EMBEDDINGS = {  # size: (vocab_size, tie_word_embeddings, hidden_size)
+    "0.5B": (151936, True, 896), "1.5B": (151936, True, 1536), "3B": (151936, True, 2048),
+    "7B": (152064, False, 3584), "14B": (152064, False, 5120), "32B": (152064, False, 5120),
+    "72B": (152064, False, 8192),
+}
+
+
+def test_the_tiny_embedding_is_qwen25_05b_s_and_the_docstrings_say_where_that_stops():
+    import helpers.model
+    from helpers import TinyQwenConfig
+
+    tiny = TinyQwenConfig()
+    assert (tiny.vocab_size, tiny.tie_word_embeddings) == QWEN25_EMBEDDINGS["0.5B"][:2]
+    assert all(QWEN25_EMBEDDINGS[size][:2] == (151936, True) for size in ("0.5B", "1.5B", "3B"))
+    assert all(QWEN25_EMBEDDINGS[size][:2] == (152064, False) for size in ("7B", "14B", "32B", "72B"))
+    assert "Qwen2.5-7B and larger have 152,064 rows" in " ".join(helpers.model.__doc__.split())
+
+
+def test_an_untied_7b_embedding_is_two_vocabulary_sized_matrices():
+    """What "untied" costs at 7B: the output layer is a second 152,064-row matrix (meta device: no memory)."""
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    vocab, tied, hidden = QWEN25_EMBEDDINGS["7B"]
+    config = Qwen2Config(vocab_size=vocab, hidden_size=hidden, tie_word_embeddings=tied, num_hidden_layers=1,
+                         num_attention_heads=28, num_key_value_heads=4, intermediate_size=64)
+    with torch.device("meta"):
+        model = Qwen2ForCausalLM(config)
+    embedding, output = model.get_input_embeddings().weight, model.get_output_embeddings().weight
+    assert embedding.shape == output.shape == (152064, 3584) and output is not embedding
