@@ -160,7 +160,10 @@ def count_training_state(model: torch.nn.Module, optimizer: torch.optim.Optimize
     Not used by the notebooks (notebook 04_full_parameter_training measures with
     :func:`measure_training_memory`); the tests and scripts use it as bookkeeping: it shows
     which tensors there are (AdamW's ``exp_avg``, ``exp_avg_sq`` and its per-tensor ``step``
-    counters) but cannot check the rule of thumb (see :class:`StateBytes`). Call it after
+    counters) but cannot check the rule of thumb (see :class:`StateBytes`). It counts tensors
+    on every device: ``scripts/train_qwen05b_shape.py``'s ``measured_state_bytes`` is this
+    count, and its 290 ``step`` counters (1,160 bytes for the 0.5B shape) are CPU tensors
+    unless AdamW runs fused or capturable, where no CUDA allocator sees them. Call it after
     an ``optimizer.step()`` (AdamW creates its state on the first) and before ``zero_grad()``.
     """
     params = list(model.parameters())
@@ -281,9 +284,11 @@ def measure_training_memory(build_model, batch: dict, build_optimizer, autocast_
 
     - CUDA: ``torch.cuda.memory_allocated`` before and after each phase and
       ``max_memory_allocated`` during it. The caching allocator rounds every block up to a
-      multiple of 512 bytes, and a block over 1 MiB, cut from a segment sized in 2 MiB steps,
-      keeps the rest of that segment when the rest is under 1 MiB (c10/cuda/CUDACachingAllocator:
-      ``kRoundLarge``, ``kSmallSize``); memory taken outside it (the CUDA context) is not seen.
+      multiple of 512 bytes (``kMinBlockSize``). A block over 10 MiB (``kMinLargeAlloc``) is cut
+      from a segment sized in 2 MiB steps (``kRoundLarge``) and keeps the rest of that segment
+      when the rest is under 1 MiB (``kSmallSize``); one of 1 to 10 MiB is cut from a shared
+      20 MiB segment, one up to 1 MiB from a 2 MiB one (c10/core/AllocatorConfig.h,
+      c10/cuda/CUDACachingAllocator.cpp). Memory taken outside it (the CUDA context) is not seen.
     - CPU: the memory events of ``torch.profiler`` (``profile_memory=True``): every
       allocation and free of PyTorch's CPU allocator, to the byte requested. Not seen: what
       libraries (BLAS, oneDNN) or Python allocate by themselves, and malloc's own rounding.
@@ -343,13 +348,14 @@ class PeakMemoryEstimate:
 
 
 def saved_bytes_per_token_per_layer(config: Qwen2Config, precision: str = "autocast-bf16") -> int:
-    """Bytes one decoder layer keeps for the backward pass, per token (sdpa attention).
+    """Bytes one decoder layer keeps for the backward pass, per token (sdpa attention, no
+    ``attention_mask``: rows without padding).
 
     Introduced in notebook 04_full_parameter_training; counted from Qwen2's code in
     transformers 5 and pinned by a test against :func:`saved_activation_bytes`. Per layer:
     two RMSNorms (each keeps its fp32 input and normalised values, and its output where a
     layer reads it), the attention's query, key and value after RoPE (key and value at the
-    key/value heads' width: no repetition), its output and the softmax's log-sum-exp, and the
+    key/value heads' width: no repetition without a mask), its output and the softmax's log-sum-exp, and the
     MLP's four intermediate tensors of width ``intermediate_size``. Under autocast each of the
     five projections reading a norm's fp32 output also keeps its own bf16 copy of it.
     """
@@ -424,10 +430,12 @@ def saved_activation_bytes(model: torch.nn.Module, batch: dict) -> int:
 
     Introduced in notebook 04_full_parameter_training. These are the "activations" that
     come on top of the training state: they grow with the batch size and the sequence length
-    (linearly in the length with sdpa attention on rows without padding; with a padding
-    ``attention_mask``, sdpa on a CPU also keeps a float (batch, 1, length, length) mask per
-    layer, and eager attention keeps length x length scores), and with the model's depth,
-    width and vocabulary size. Parameters that autograd also keeps are not counted (they are
+    (linearly in the length with sdpa attention on rows without padding), and with the
+    model's depth, width and vocabulary size. With a padding ``attention_mask``, transformers'
+    sdpa path on a CPU keeps per layer a float (batch, 1, length, length) mask, and the keys
+    and values repeated to every query head instead of the key/value heads' own (it calls
+    ``repeat_kv`` when a mask is present: ``use_gqa_in_sdpa``); eager attention keeps
+    length x length scores per head. Parameters that autograd also keeps are not counted (they are
     already in the weights), nor are tensors that share storage counted twice. The forward pass runs in ``model``'s current mode and no gradients are stored.
     """
     param_storages = {p.untyped_storage().data_ptr() for p in model.parameters()}

@@ -13,3 +13,11 @@ RECORD_1_IDS = [
 ]
 EOS_ID = 151643
 PAD_ID = 151665  # "[PAD]" added to the tokenizer
+
+# The post's training run: its TrainingArguments set these two numbers (besides output_dir,
+# save_safetensors=True and logging_strategy="epoch"); learning rate, schedule, warm-up and
+# weight decay are left at transformers' defaults.
+POST_TRAINING_ARGUMENTS = {"num_train_epochs": 10, "per_device_train_batch_size": 2}
+# The post's closing inference, with the pretraining model only (it shows no SFT inference).
+POST_INFERENCE_PROMPT = "请你给哪吒写一首诗："
+POST_INFERENCE_OUTPUT = "哪吒降世，意气飞扬。\n逆天改命，破障冲霄。红绫缠腕，风火踏浪。\n不屈不悔，笑傲苍茫。"

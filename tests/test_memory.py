@@ -44,7 +44,7 @@ def test_qwen25_05b_count_on_the_meta_device():
     assert count_parameters_on_meta(config) == QWEN25_05B_PARAMS
 
 
-def test_qwen25_05b_estimates_are_the_seeds_8_and_4_gb():
+def test_qwen25_05b_estimates_are_the_posts_8_and_4_gb():
     fp32 = estimate_training_memory(QWEN25_05B_PARAMS, "fp32")
     half = estimate_training_memory(QWEN25_05B_PARAMS, "half")
     mixed = estimate_training_memory(QWEN25_05B_PARAMS, "mixed")
@@ -133,8 +133,8 @@ def test_cuda_measurement_sees_the_rule_plus_the_allocators_rounding(tokenizer, 
     estimate = estimate_training_memory(TINY_PARAMS, "fp32")
     assert "cuda" in measured.method
     rounding = 512  # the caching allocator's block granularity
-    # A tensor over 1 MiB is cut from a segment rounded up to 2 MiB and keeps an uncut rest under
-    # 1 MiB (CUDACachingAllocator kRoundLarge / kSmallSize): the embedding, 38,895,616 bytes, holds
+    # A tensor over 10 MiB is cut from a segment rounded up to 2 MiB and keeps an uncut rest under
+    # 1 MiB (kMinLargeAlloc / kRoundLarge / kSmallSize): the embedding, 38,895,616 bytes, holds
     # 39,845,888 (seen on an H200: +954,624 bytes for the weights in all).
     embedding = 151936 * 64 * 4
     uncut_rest = -embedding % (2 << 20)
@@ -235,3 +235,74 @@ def test_plot_has_an_estimate_and_a_measured_bar_per_part_plus_the_peak(measured
     assert [t.get_text() for t in ax.get_xticklabels()] == [
         "weights", "gradients", "optimizer states", "forward + backward\npeak"]
     plt.close(ax.figure)
+
+
+def test_a_padding_mask_keeps_the_mask_and_repeated_keys_and_values(tokenizer, records):
+    """With an attention_mask, transformers' sdpa path on a CPU keeps a float (batch, 1, length,
+    length) mask per layer and calls repeat_kv (use_gqa_in_sdpa is False with a mask): keys and
+    values at every query head's width replace the key/value heads' own (notebook 04, section 6)."""
+    model = load_model(tokenizer=tokenizer, seed=0)
+    batch = PretrainCollator(tokenizer)(records[:2])
+    rows, length = batch["input_ids"].shape
+    config = model.config
+    head_dim = config.hidden_size // config.num_attention_heads
+    with_mask = saved_activation_bytes(model, batch)
+    without = saved_activation_bytes(model, {k: v for k, v in batch.items() if k != "attention_mask"})
+    per_layer = (with_mask - without) // config.num_hidden_layers
+    mask = rows * 1 * length * length * 4
+    repeated = 2 * rows * (config.num_attention_heads - config.num_key_value_heads) * length * head_dim * 4
+    assert (rows, length) == (2, 48) and config.num_key_value_heads < config.num_attention_heads
+    assert (per_layer, mask) == (43_008, 18_432) and per_layer == mask + repeated
+
+
+def allocator_constants():
+    header = Path(torch.__file__).parent / "include" / "c10" / "core" / "AllocatorConfig.h"
+    if not header.exists():
+        pytest.skip("this torch build ships no C++ headers")
+    import re
+
+    return {name: int(value) for name, value in
+            re.findall(r"constexpr size_t (k\w+) = (\d+);", header.read_text())}
+
+
+def test_cuda_allocator_rounding_constants_in_the_installed_torch():
+    """What notebook 04 and measure_training_memory say about the caching allocator: blocks of
+    512 bytes; a tensor over 10 MiB gets a segment rounded to 2 MiB steps; an uncut rest is kept
+    when it is at most 1 MiB (so the tiny model's embedding holds 950,272 bytes more on a GPU)."""
+    constants = allocator_constants()
+    assert constants["kMinBlockSize"] == 512 and constants["kSmallSize"] == 1 << 20
+    assert constants["kMinLargeAlloc"] == 10 << 20 and constants["kRoundLarge"] == 2 << 20
+    embedding = 151936 * 64 * 4
+    assert embedding > constants["kMinLargeAlloc"] and -embedding % constants["kRoundLarge"] == 950_272
+
+
+def matrix_rows():
+    lines = (ROOT / "benchmarks" / "gpu" / "matrix-h200.log").read_text().splitlines()
+    return [json.loads(line.removeprefix("MATRIX_ROW ")) for line in lines if line.startswith("MATRIX_ROW ")]
+
+
+def test_h200_matrix_peaks_reserved_and_the_state_count_as_notebook_04_states():
+    rows = {row["option_set"]: row for row in matrix_rows()}
+    b8, b32 = rows["--batch-size 8"], rows["--batch-size 32"]
+    assert b8["transformers"] == b32["transformers"] == "5.23.0"
+    assert (round(b8["peak_allocated_bytes"] / GB, 2), round(b8["peak_reserved_bytes"] / GB, 2)) == (21.05, 24.13)
+    assert (round(b32["peak_allocated_bytes"] / GB, 2), round(b32["peak_reserved_bytes"] / GB, 2)) == (63.11, 64.33)
+    for row in (b8, b32):
+        model = estimate_peak_memory(qwen25_05b_config(), row["batch_size"], 512, n_params=QWEN25_05B_PARAMS)
+        assert within(model.total, row["peak_allocated_bytes"], 0.01)
+    # measured_state_bytes is a tensor count: 16 bytes per parameter + one 4-byte step per tensor
+    with torch.device("meta"):
+        n_tensors = len(list(Qwen2ForCausalLM(qwen25_05b_config()).parameters()))
+    assert n_tensors == 290 and b8["measured_state_bytes"] == 16 * QWEN25_05B_PARAMS + 4 * n_tensors
+    assert b8["measured_state_parts"]["optimizer states"] == 2 * 1_976_131_072 + 1_160
+
+
+def test_attention_flops_at_512_tokens_raise_the_best_mfu_from_34_4_to_35_9_percent():
+    best = max(matrix_rows(), key=lambda row: row["mfu"])
+    config = qwen25_05b_config()
+    six_n = 6 * QWEN25_05B_PARAMS
+    attention = 12 * config.num_hidden_layers * 512 * config.hidden_size
+    assert (best["flops_per_token"], best["attention_flops_per_token"], best["seq_len"]) == (six_n, attention, 512)
+    assert f"{attention / six_n:.2%}" == "4.46%"
+    assert (f"{best['mfu']:.1%}", f"{best['mfu_with_attention']:.1%}") == ("34.4%", "35.9%")
+    assert abs(best["mfu_with_attention"] / best["mfu"] - (1 + attention / six_n)) < 1e-12

@@ -5,9 +5,9 @@ with ``Qwen/Qwen2.5-0.5B``. Also what that path needs to be trustworthy: one cle
 for training whatever dtype the checkpoint is stored in. (The checkpoints themselves:
 test_checkpoints.py.)"""
 
+import ast
 import json
 import re
-import shutil
 from pathlib import Path
 
 import nbformat
@@ -28,7 +28,8 @@ from helpers import (
     save_checkpoint,
 )
 from helpers.checkpoints import PRETRAINED_RECIPE
-from helpers.settings import ModelSettingError
+from helpers.settings import OUTPUTS_ENV_VAR, ModelSettingError
+from post_facts import POST_TRAINING_ARGUMENTS
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = ("04_full_parameter_training.ipynb", "05_inference.ipynb")
@@ -69,18 +70,29 @@ def stream_text(nb) -> str:
     )
 
 
-def test_a_pretrained_model_gets_the_seeds_recipe():
-    """The post's TrainingArguments: num_train_epochs=10, per_device_train_batch_size=2, the rest
-    transformers' defaults (read here from TrainingArguments itself, so a change would show)."""
+def test_a_pretrained_model_gets_the_posts_recipe():
+    """The post's TrainingArguments set num_train_epochs=10 and per_device_train_batch_size=2
+    (post_facts); the rest are transformers' defaults, read here from the installed
+    TrainingArguments itself, so that a change of default would show."""
     defaults = TrainingArguments(output_dir="unused")
     assert recipe(None) == TrainConfig()
     pretrained = recipe("Qwen/Qwen2.5-0.5B")
     assert pretrained == PRETRAINED_RECIPE
-    assert (pretrained.num_train_epochs, pretrained.per_device_train_batch_size) == (10, 2)
+    for name, value in POST_TRAINING_ARGUMENTS.items():
+        assert getattr(pretrained, name) == value, name
     assert pretrained.learning_rate == PRETRAINED_LEARNING_RATE == defaults.learning_rate == 5e-5
     assert pretrained.lr_scheduler_type == defaults.lr_scheduler_type.value == "linear"
     assert pretrained.warmup_steps == defaults.warmup_steps == 0
     assert pretrained.weight_decay == defaults.weight_decay == 0.0
+
+
+def test_notebook_04_checks_the_recipe_against_the_posts_arguments():
+    """Notebook 04 states the post's two numbers in a literal ``POST_ARGUMENTS``: the post's, here."""
+    nb = nbformat.read(ROOT / "notebooks" / NOTEBOOKS[0], as_version=4)
+    found = [ast.literal_eval(node.value) for cell in nb.cells if cell.cell_type == "code"
+             for node in ast.walk(ast.parse(cell.source))
+             if isinstance(node, ast.Assign) and getattr(node.targets[0], "id", None) == "POST_ARGUMENTS"]
+    assert found == [POST_TRAINING_ARGUMENTS]
 
 
 # --- PVS_MODEL values that cannot work: one clear error each ---------------------------------
@@ -189,15 +201,13 @@ def test_a_model_stored_in_bf16_loads_in_fp32(tmp_path):
 
 
 def test_notebooks_04_and_05_run_unchanged_on_a_local_checkpoint(tmp_path, local_checkpoint, monkeypatch):
-    work = tmp_path / "notebooks"  # a copy, so that ../outputs is tmp_path/outputs
-    work.mkdir()
-    shutil.copytree(ROOT / "benchmarks" / "gpu", tmp_path / "benchmarks" / "gpu")  # 04 reads the GPU logs
     monkeypatch.setenv(MODEL_ENV_VAR, str(local_checkpoint))
+    monkeypatch.setenv(OUTPUTS_ENV_VAR, str(tmp_path / "outputs"))  # the kernels inherit both
     executed = {}
     for name in NOTEBOOKS:
-        shutil.copy(ROOT / "notebooks" / name, work / name)
-        nb = nbformat.read(work / name, as_version=4)
-        NotebookClient(nb, timeout=900, kernel_name="python3", resources={"metadata": {"path": str(work)}}).execute()
+        nb = nbformat.read(ROOT / "notebooks" / name, as_version=4)
+        NotebookClient(nb, timeout=900, kernel_name="python3",
+                       resources={"metadata": {"path": str(ROOT / "notebooks")}}).execute()
         executed[name] = stream_text(nb)
 
     out04, out05 = executed[NOTEBOOKS[0]], executed[NOTEBOOKS[1]]

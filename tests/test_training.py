@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from transformers import Qwen2Config, Qwen2ForCausalLM
+from transformers import Qwen2Config, Qwen2ForCausalLM, Trainer
 
 import helpers.training as training
 from helpers import PretrainCollator, TrainConfig, train
@@ -71,3 +71,16 @@ def test_huge_page_allocations_change_no_weight(tokenizer, records):
     with_thp, without_thp = run_with_thp("1", ids), run_with_thp("0", ids)
     assert with_thp["page_aligned"]  # the setting took effect
     assert with_thp["digest"] == without_thp["digest"]
+
+
+def test_the_trainers_adamw_has_no_weight_decay_unlike_torchs_default(tmp_path):
+    """Notebook 04 measures with the Trainer's optimizer class and kwargs; those kwargs carry no
+    weight_decay (the Trainer passes it in parameter groups), and torch's AdamW alone uses 0.01."""
+    model = Qwen2ForCausalLM(Qwen2Config(vocab_size=64, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                                         num_key_value_heads=1, intermediate_size=32))
+    arguments = training.training_arguments(TrainConfig(), str(tmp_path))
+    optimizer_cls, optimizer_kwargs = Trainer.get_optimizer_cls_and_kwargs(arguments)
+    assert "weight_decay" not in optimizer_kwargs
+    assert optimizer_cls(model.parameters(), **optimizer_kwargs).defaults["weight_decay"] == 0.01
+    created = Trainer(model=model, args=arguments).create_optimizer()
+    assert {group["weight_decay"] for group in created.param_groups} == {arguments.weight_decay} == {0.0}
