@@ -607,9 +607,9 @@ def run(args: argparse.Namespace, quiet: bool = False) -> dict:
     }
     if estimate is not None:
         say(f"training state: estimate {estimate.total / GB:.3f} GB ({scheme} rule, "
-            f"{estimate.bytes_per_param} bytes/param), measured {measured.total / GB:.3f} GB")
+            f"{estimate.bytes_per_param} bytes/param), counted {measured.total / GB:.3f} GB (tensor by tensor)")
     else:
-        say(f"training state: measured {measured.total / GB:.3f} GB (LoRA: the full-parameter rule does not apply)")
+        say(f"training state: counted {measured.total / GB:.3f} GB (LoRA: the full-parameter rule does not apply)")
     if peak is not None:
         # The peak is NOT "training state + activations": at the peak (early in the backward
         # pass) most gradients do not exist yet, while vocabulary-sized loss tensors and
