@@ -15,7 +15,7 @@ def test_memory_rule_within_goal(tokenizer, records):
 
 # --- benchmarks/gpu: one truth per figure -------------------------------------------------------
 # The GPU record is two runs (benchmarks/gpu/README.md says which file comes from which). These
-# tests check that the files agree with each other and with the README's table, so that a figure
+# tests check that the files agree with each other and with the table in docs/gpu.md, so that a figure
 # copied from one run cannot sit beside another run's versions or goals.
 
 import json  # noqa: E402
@@ -83,12 +83,12 @@ def test_single_run_logs_print_what_their_json_line_says():
         assert f"measured {result['measured_state_bytes'] / 1e9:.3f} GB" in text, path.name
 
 
-def test_readme_gpu_table_is_the_summary_s():
-    """Every row of the README's GPU table is a row of summary.json (same batch, tokens/s, MFU,
+def test_docs_gpu_table_is_the_summary_s():
+    """Every row of docs/gpu.md's GPU table is a row of summary.json (same batch, tokens/s, MFU,
     peak, state and ratio at the printed precision); a batch-8 ratio within the goal belongs to
     an option set summary.json lists in goals.peak_batch8_met_by; the versions are the summary's."""
     summary = json.loads((GPU / "summary.json").read_text())
-    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    readme = (ROOT / "docs" / "gpu.md").read_text(encoding="utf-8")
     major_minor = ".".join(summary["transformers"].split(".")[:2])
     assert f"(torch {'.'.join(summary['torch'].split('.')[:2])}, transformers {major_minor};" in readme
     assert f"{summary['tokens_per_s_best']:,.0f} tokens/s, MFU {100 * summary['mfu_best']:.1f} %" in readme
@@ -103,3 +103,18 @@ def test_readme_gpu_table_is_the_summary_s():
             f"{row['measured_state_bytes'] / 1e9:.2f}", f"{row['peak_over_state']:.2f}"), options
         within = row["peak_allocated_bytes"] <= summary["goals"]["peak_batch8_at_most_x_state"] * row["measured_state_bytes"]
         assert (int(batch) == 8 and within) == (row["options"] in summary["goals"]["peak_batch8_met_by"]), options
+
+
+def test_docs_gpu_reserved_memory_and_attention_flops_are_the_logs():
+    """docs/gpu.md's reserved-vs-allocated figure is the batch-8 matrix row's, and its attention
+    share is 12 x layers x length x hidden over 6 x parameters, giving mfu_best_with_attention."""
+    summary = json.loads((GPU / "summary.json").read_text())
+    docs = (ROOT / "docs" / "gpu.md").read_text(encoding="utf-8")
+    plain_b8 = next(r for r in json_lines(GPU / "matrix-h200.log") if r.get("options", "").strip() == "b8")
+    assert (f"{plain_b8['peak_reserved_bytes'] / 1e9:.2f} GB against "
+            f"{plain_b8['peak_allocated_bytes'] / 1e9:.2f} GB allocated at batch 8") in docs
+    layers, hidden, parameters = 24, 896, 494_032_768
+    share = 12 * layers * summary["seq_len"] * hidden / (6 * parameters)
+    assert f"{100 * share:.2f} % more than 6N" in docs
+    assert abs(summary["mfu_best"] * (1 + share) - summary["mfu_best_with_attention"]) < 1e-9
+    assert f"becomes {100 * summary['mfu_best_with_attention']:.1f} % with it" in docs
