@@ -104,9 +104,9 @@ def variant_tokenizer(variant: Variant, tokenizer):
 def ensure_embedding_rows(model, tokenizer, pad_to_multiple_of: int = 64) -> bool:
     """Grow the model's embedding matrix when the tokenizer has ids beyond its last row.
 
-    Introduced in notebook 02_pad_eos_pitfalls. Never shrinks: Qwen2.5 (and the tiny
-    model) have 151,936 rows for 151,665 tokens, and ``resize_token_embeddings(len(tokenizer))``
-    would cut the spare rows. New rows are initialised from the mean of the old ones
+    Introduced in notebook 02_pad_eos_pitfalls. Never shrinks: Qwen2.5-0.5B, 1.5B and 3B (and
+    the tiny model) have 151,936 rows for 151,665 tokens (7B and larger: 152,064 rows, untied),
+    and ``resize_token_embeddings(len(tokenizer))`` would cut the spare rows. New rows are initialised from the mean of the old ones
     (transformers' ``mean_resizing=True``). Returns whether the matrix was resized.
     """
     rows = model.get_input_embeddings().num_embeddings
