@@ -61,6 +61,12 @@ __all__ += [  # notebook 07_packing
     "PackingCollator", "pack_into_blocks",
 ]
 
+from .collators import POST_RECORD, ChatSFTCollator, Fields
+
+__all__ += [  # records of any shape, and the chat SFT collator of notebook 06_lora_vs_full (issue 23)
+    "ChatSFTCollator", "Fields", "POST_RECORD",
+]
+
 from .lora import (  # notebook 06_lora_vs_full
     ATTENTION_PROJECTIONS, LORA_SCHEMES, QWEN2_PROJECTIONS, LoraMemoryEstimate, LoraSettings, MeasuredTrainingState,
     apply_lora, count_trainable_parameters, estimate_lora_training_memory, expected_lora_parameters,

@@ -25,13 +25,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .tokenizer import (
-    CHATML_GENERATION_PROMPT,
-    CHATML_PLAIN_TURN,
-    CHATML_SYSTEM_TURN,
-    CHATML_TOOL_RESPONSE_TURN,
-    QWEN_CHAT_TEMPLATE,
-)
+from .tokenizer import QWEN_CHAT_TEMPLATE, TEMPLATES_DIR
 
 
 @dataclass(frozen=True)
@@ -177,18 +171,10 @@ QWEN_TRAINING_ASSISTANT_TURN = (
 )
 
 #: Qwen2.5's own template (:data:`helpers.tokenizer.QWEN_CHAT_TEMPLATE`) with its assistant
-#: branches replaced by :data:`QWEN_TRAINING_ASSISTANT_TURN`. Renders the same text for every
-#: conversation, tools included (the tests compare the two).
-QWEN_TRAINING_TEMPLATE = (
-    CHATML_SYSTEM_TURN
-    + "{%- for message in messages %}\n"
-    "    {%- if (message.role == \"user\") or (message.role == \"system\" and not loop.first) %}\n"
-    "        " + CHATML_PLAIN_TURN
-    + QWEN_TRAINING_ASSISTANT_TURN
-    + CHATML_TOOL_RESPONSE_TURN
-    + "{%- endfor %}\n"
-    + CHATML_GENERATION_PROMPT
-)
+#: branches replaced by :data:`QWEN_TRAINING_ASSISTANT_TURN`, read from
+#: ``helpers/templates/qwen2.5_assistant_only.jinja`` (copy that file to use it elsewhere).
+#: Renders the same text for every conversation, tools included (the tests compare the two).
+QWEN_TRAINING_TEMPLATE = (TEMPLATES_DIR / "qwen2.5_assistant_only.jinja").read_text(encoding="utf-8")
 
 
 def record_to_messages(record: dict, system: str | None = None) -> list[dict[str, str]]:

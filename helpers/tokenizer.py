@@ -50,88 +50,19 @@ EOS_TOKEN = "<|endoftext|>"
 DEFAULT_SYSTEM_PROMPT = "You are a helpful assistant."
 INSTRUCT_SYSTEM_PROMPT = "You are Qwen, created by Alibaba Cloud. You are a helpful assistant."
 
+#: The folder of this package's chat templates, one ``.jinja`` file each.
+TEMPLATES_DIR = Path(__file__).resolve().parent / "templates"
 #: Qwen2.5-0.5B's own chat template (the ``chat_template`` of its ``tokenizer_config.json``),
-#: re-typed: ChatML, i.e. ``<|im_start|>{role}\n{content}<|im_end|>\n`` per system, user and
-#: plain assistant message (a message with any other role renders nothing), a default
-#: system turn when the conversation opens without one, and a tools branch (the tool list in the
-#: system turn, ``<tool_call>`` blocks in assistant turns, consecutive ``tool`` messages as
-#: ``<tool_response>`` blocks inside one user turn). Compared with a public copy of the released
-#: template (a training script's ``QWEN_BASE_CHAT_TEMPLATE``, found with the search tool): the
-#: same characters, so ``tests/test_chat_templates.py`` pins its sha256 as well as its renderings.
-#: ``helpers.chat_templates.QWEN_TRAINING_TEMPLATE`` reuses these pieces to render the same text.
-CHATML_SYSTEM_TURN = (
-    "{%- if tools %}\n"
-    "    {{- '<|im_start|>system\\n' }}\n"
-    "    {%- if messages[0]['role'] == 'system' %}\n"
-    "        {{- messages[0]['content'] }}\n"
-    "    {%- else %}\n"
-    "        {{- '" + DEFAULT_SYSTEM_PROMPT + "' }}\n"
-    "    {%- endif %}\n"
-    "    {{- \"\\n\\n# Tools\\n\\nYou may call one or more functions to assist with the user query.\\n\\n"
-    "You are provided with function signatures within <tools></tools> XML tags:\\n<tools>\" }}\n"
-    "    {%- for tool in tools %}\n"
-    "        {{- \"\\n\" }}\n"
-    "        {{- tool | tojson }}\n"
-    "    {%- endfor %}\n"
-    "    {{- \"\\n</tools>\\n\\nFor each function call, return a json object with function name and arguments "
-    "within <tool_call></tool_call> XML tags:\\n<tool_call>\\n{\\\"name\\\": <function-name>, "
-    "\\\"arguments\\\": <args-json-object>}\\n</tool_call><|im_end|>\\n\" }}\n"
-    "{%- else %}\n"
-    "    {%- if messages[0]['role'] == 'system' %}\n"
-    "        {{- '<|im_start|>system\\n' + messages[0]['content'] + '<|im_end|>\\n' }}\n"
-    "    {%- else %}\n"
-    "        {{- '<|im_start|>system\\n" + DEFAULT_SYSTEM_PROMPT + "<|im_end|>\\n' }}\n"
-    "    {%- endif %}\n"
-    "{%- endif %}\n"
-)
-#: One non-assistant message, and an assistant message without tool calls, in ChatML.
-CHATML_PLAIN_TURN = "{{- '<|im_start|>' + message.role + '\\n' + message.content + '<|im_end|>' + '\\n' }}\n"
-#: An assistant message with tool calls: its content (if any), then one ``<tool_call>`` JSON
-#: block per call.
-CHATML_TOOL_CALL_TURN = (
-    "    {%- elif message.role == \"assistant\" %}\n"
-    "        {{- '<|im_start|>' + message.role }}\n"
-    "        {%- if message.content %}\n"
-    "            {{- '\\n' + message.content }}\n"
-    "        {%- endif %}\n"
-    "        {%- for tool_call in message.tool_calls %}\n"
-    "            {%- if tool_call.function is defined %}\n"
-    "                {%- set tool_call = tool_call.function %}\n"
-    "            {%- endif %}\n"
-    "            {{- '\\n<tool_call>\\n{\"name\": \"' }}\n"
-    "            {{- tool_call.name }}\n"
-    "            {{- '\", \"arguments\": ' }}\n"
-    "            {{- tool_call.arguments | tojson }}\n"
-    "            {{- '}\\n</tool_call>' }}\n"
-    "        {%- endfor %}\n"
-    "        {{- '<|im_end|>\\n' }}\n"
-)
-#: A ``tool`` message as a ``<tool_response>`` block; consecutive ones share one user turn.
-CHATML_TOOL_RESPONSE_TURN = (
-    "    {%- elif message.role == \"tool\" %}\n"
-    "        {%- if (loop.index0 == 0) or (messages[loop.index0 - 1].role != \"tool\") %}\n"
-    "            {{- '<|im_start|>user' }}\n"
-    "        {%- endif %}\n"
-    "        {{- '\\n<tool_response>\\n' }}\n"
-    "        {{- message.content }}\n"
-    "        {{- '\\n</tool_response>' }}\n"
-    "        {%- if loop.last or (messages[loop.index0 + 1].role != \"tool\") %}\n"
-    "            {{- '<|im_end|>\\n' }}\n"
-    "        {%- endif %}\n"
-    "    {%- endif %}\n"
-)
-CHATML_GENERATION_PROMPT = "{%- if add_generation_prompt %}\n    {{- '<|im_start|>assistant\\n' }}\n{%- endif %}\n"
-QWEN_CHAT_TEMPLATE = (
-    CHATML_SYSTEM_TURN
-    + "{%- for message in messages %}\n"
-    "    {%- if (message.role == \"user\") or (message.role == \"system\" and not loop.first) or "
-    "(message.role == \"assistant\" and not message.tool_calls) %}\n"
-    "        " + CHATML_PLAIN_TURN
-    + CHATML_TOOL_CALL_TURN
-    + CHATML_TOOL_RESPONSE_TURN
-    + "{%- endfor %}\n"
-    + CHATML_GENERATION_PROMPT
-)
+#: re-typed, read from ``helpers/templates/qwen2.5.jinja``: ChatML, i.e.
+#: ``<|im_start|>{role}\n{content}<|im_end|>\n`` per system, user and plain assistant message (a
+#: message with any other role renders nothing), a default system turn when the conversation
+#: opens without one, and a tools branch (the tool list in the system turn, ``<tool_call>`` blocks
+#: in assistant turns, consecutive ``tool`` messages as ``<tool_response>`` blocks inside one user
+#: turn). Compared with a public copy of the released template (a training script's
+#: ``QWEN_BASE_CHAT_TEMPLATE``, found with the search tool): the same characters, so
+#: ``tests/test_chat_templates.py`` pins its sha256 as well as its renderings. Any tokenizer can
+#: render with it: ``tokenizer.apply_chat_template(messages, chat_template=QWEN_CHAT_TEMPLATE)``.
+QWEN_CHAT_TEMPLATE = (TEMPLATES_DIR / "qwen2.5.jinja").read_text(encoding="utf-8")
 
 #: Bump when the build below changes, so that old caches are rebuilt rather than trusted.
 BUILD_RECIPE_VERSION = 2
