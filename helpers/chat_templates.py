@@ -18,7 +18,18 @@ as text: their control tokens are added tokens of *their* tokenizers (with the i
 conversations included, plus ``{% generation %}`` markers around what the assistant writes
 (its answer or tool calls, and its ``<|im_end|>``), so that
 ``apply_chat_template(..., return_assistant_tokens_mask=True)`` reports which tokens the
-assistant produced: the tokens an SFT loss trains.
+assistant produced: the tokens an SFT loss trains. Both Qwen2.5 templates are files,
+``helpers/templates/qwen2.5.jinja`` and ``helpers/templates/qwen2.5_assistant_only.jinja``, to copy
+and read with ``apply_chat_template(messages, chat_template=Path(...).read_text())``.
+
+>>> from helpers import load_tokenizer
+>>> tokenizer = load_tokenizer()
+>>> template = (TEMPLATES_DIR / "qwen2.5_assistant_only.jinja").read_text(encoding="utf-8")
+>>> chat = [{"role": "user", "content": "2+2="}, {"role": "assistant", "content": "4"}]
+>>> encoding = tokenizer.apply_chat_template(chat, chat_template=template, return_dict=True,
+...                                          return_assistant_tokens_mask=True)
+>>> [tokenizer.decode([t]) for t, m in zip(encoding["input_ids"], encoding["assistant_masks"]) if m]
+['4', '<|im_end|>']
 """
 
 from __future__ import annotations
@@ -39,6 +50,17 @@ class ChatFamily:
     and not always completely: ``Meta-Llama-3-8B-Instruct``'s first ``generation_config.json``
     had only 128001 (128009 was added later, giving ``[128001, 128009]``); Gemma 2's configs
     list ``[1, 107]``.
+
+    >>> from helpers import load_tokenizer
+    >>> chat = [{"role": "user", "content": "2+2="}, {"role": "assistant", "content": "4"}]
+    >>> print(load_tokenizer().apply_chat_template(chat, chat_template=LLAMA3.template, tokenize=False))
+    <|begin_of_text|><|start_header_id|>user<|end_header_id|>
+    <BLANKLINE>
+    2+2=<|eot_id|><|start_header_id|>assistant<|end_header_id|>
+    <BLANKLINE>
+    4<|eot_id|>
+    >>> LLAMA3.stop_token_ids
+    (128009, 128001)
     """
 
     name: str
@@ -182,6 +204,9 @@ def record_to_messages(record: dict, system: str | None = None) -> list[dict[str
 
     Introduced in notebook 01_chat_templates. With ``system``, a system message comes first;
     without it, each template decides (Qwen2.5's inserts its default system turn).
+
+    >>> record_to_messages({"instruct": "写诗：", "input": "春", "label": "好。"})
+    [{'role': 'user', 'content': '写诗：春'}, {'role': 'assistant', 'content': '好。'}]
     """
     messages = [] if system is None else [{"role": "system", "content": system}]
     messages.append({"role": "user", "content": record["instruct"] + record["input"]})

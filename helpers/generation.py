@@ -1,5 +1,7 @@
 """Greedy generation that reports how it ended.
 
+Standalone: this file needs only torch and transformers; copy it alone into another project.
+
 Introduced in notebook 02_pad_eos_pitfalls; notebook 05_inference explains each step.
 """
 
@@ -15,7 +17,11 @@ from transformers import GenerationConfig
 
 @dataclass
 class Generation:
-    """The new part of one greedy generation."""
+    """The new part of one greedy generation.
+
+    >>> Generation(text="好。", token_ids=[52801, 1773, 151643], stopped_on_eos=True).stopped_on_eos
+    True
+    """
 
     text: str  # the new tokens decoded, special tokens skipped
     token_ids: list[int]  # the new token ids, raw (a final stop id included)
@@ -28,6 +34,10 @@ def greedy_config(max_new_tokens: int, stop_token_ids: list[int], pad_token_id: 
     Introduced in notebook 05_inference. On its own it does not make ``model.generate``
     greedy: every field left unset here (``None``) is filled from ``model.generation_config``,
     the settings stored with the checkpoint; :func:`generate` empties those for the call.
+
+    >>> config = greedy_config(8, [151645, 151643], pad_token_id=151643)
+    >>> config.do_sample, config.num_beams, config.max_new_tokens, config.eos_token_id
+    (False, 1, 8, [151645, 151643])
     """
     return GenerationConfig(
         do_sample=False,
@@ -53,6 +63,15 @@ def stored_generation_settings_ignored(model):
     library's neutral defaults are filled in) and put back afterwards. Every module that holds
     a ``generation_config`` of its own is swapped, so a wrapper (e.g. a PEFT model, which copies
     its config to the model it wraps) is covered too.
+
+    >>> from helpers import load_model
+    >>> model = load_model()
+    >>> model.generation_config.repetition_penalty = 1.3
+    >>> with stored_generation_settings_ignored(model):
+    ...     print(model.generation_config.repetition_penalty)
+    None
+    >>> model.generation_config.repetition_penalty  # put back afterwards
+    1.3
     """
     holders = [module for module in model.modules() if "generation_config" in vars(module)]
     stored = [vars(module)["generation_config"] for module in holders]
@@ -83,6 +102,11 @@ def resolve_stop_ids(stop_token_ids, tokenizer) -> list[int]:
 
     Introduced in notebook 02_pad_eos_pitfalls. Raises ``ValueError`` naming ``stop_token_ids``
     unless it is ``None`` or an iterable of integer ids >= 0 (empty: never stop).
+
+    >>> from helpers import load_tokenizer
+    >>> tokenizer = load_tokenizer()
+    >>> resolve_stop_ids(None, tokenizer), resolve_stop_ids([151645], tokenizer)
+    ([151643], [151645])
     """
     if stop_token_ids is None:
         if tokenizer.eos_token_id is None:
@@ -109,6 +133,17 @@ def generate(model, tokenizer, prompt: str, max_new_tokens: int = 64, stop_token
     is given: ``stop_token_ids`` (a list of integer ids; empty: never stop) defaults to
     ``[tokenizer.eos_token_id]``. ``max_new_tokens`` (an integer >= 1) is the budget.
     ``.text`` is decoded with ``skip_special_tokens=True``; ``.token_ids`` keeps every id.
+
+    >>> from helpers import load_model, load_tokenizer
+    >>> tokenizer = load_tokenizer()
+    >>> model = load_model(tokenizer=tokenizer)  # tiny and untrained: its tokens are arbitrary
+    >>> ran_out = generate(model, tokenizer, "请你给哪吒写一首诗：", max_new_tokens=3, stop_token_ids=[])
+    >>> len(ran_out.token_ids), ran_out.stopped_on_eos
+    (3, False)
+    >>> first = ran_out.token_ids[0]
+    >>> stopped = generate(model, tokenizer, "请你给哪吒写一首诗：", max_new_tokens=3, stop_token_ids=[first])
+    >>> stopped.token_ids == [first], stopped.stopped_on_eos
+    (True, True)
     """
     budget = _as_integer(max_new_tokens)
     if budget is None or budget < 1:
