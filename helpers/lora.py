@@ -55,6 +55,10 @@ class LoraSettings:
     trainable_token_indices: tuple[int, ...] = ()  # embedding rows trained as well (peft's
     #   TrainableTokens: a trainable copy of just these rows; with tied embeddings the output
     #   layer uses the same rows), e.g. (151645,) for <|im_end|>
+    token_layers: tuple[str, ...] = ()  # where those rows are trained. Empty: peft's list form, the
+    #   input embedding only, which reaches the output layer only through tied weights (peft 0.21.2,
+    #   set_additional_trainable_modules). On an untied model (Qwen2.5-7B and up) name both,
+    #   ("embed_tokens", "lm_head"), or the output row that scores the token stays frozen
 
     def __post_init__(self):
         if not isinstance(self.r, int) or self.r < 1:
@@ -63,6 +67,10 @@ class LoraSettings:
             raise ValueError("LoraSettings.target_modules is empty: name at least one nn.Linear to adapt")
         if isinstance(self.target_modules, str):
             raise ValueError("LoraSettings.target_modules must be a tuple of module names, not one string")
+        if isinstance(self.token_layers, str):
+            raise ValueError("LoraSettings.token_layers must be a tuple of module names, not one string")
+        if self.token_layers and not self.trainable_token_indices:
+            raise ValueError("LoraSettings.token_layers names layers but trainable_token_indices is empty")
 
     def to_peft_config(self):
         """The equivalent ``peft.LoraConfig`` for a causal LM."""
@@ -74,8 +82,16 @@ class LoraSettings:
             lora_alpha=self.lora_alpha,
             target_modules=list(self.target_modules),
             lora_dropout=self.lora_dropout,
-            trainable_token_indices=list(self.trainable_token_indices) or None,
+            trainable_token_indices=self._peft_token_indices(),
         )
+
+    def _peft_token_indices(self):
+        """``trainable_token_indices`` as peft takes it: a list (the input embedding), or a dict per layer."""
+        if not self.trainable_token_indices:
+            return None
+        if self.token_layers:
+            return {layer: list(self.trainable_token_indices) for layer in self.token_layers}
+        return list(self.trainable_token_indices)
 
     def describe(self) -> str:
         """A short label, e.g. ``r=8, alpha 16, q/k/v/o/gate/up/down``."""
@@ -83,6 +99,8 @@ class LoraSettings:
         text = f"r={self.r}, alpha {self.lora_alpha}, {names}"
         if self.trainable_token_indices:
             text += " + rows " + ",".join(str(i) for i in self.trainable_token_indices)
+        if self.token_layers:
+            text += " of " + "/".join(self.token_layers)
         return text
 
 
@@ -118,12 +136,17 @@ def expected_lora_parameters(model: torch.nn.Module, settings: LoraSettings) -> 
 
     Introduced in notebook 06_lora_vs_full: ``r * (in + out)`` per targeted linear layer
     (A is ``r x in``, B is ``out x r``), plus one embedding row (``hidden_size`` numbers) per
-    trainable token index. Compare with :func:`count_trainable_parameters` after wrapping.
+    trainable token index, times the layers of ``token_layers`` on an untied model (peft trains one
+    shared copy when the weights are tied or ``token_layers`` is empty). Compare with
+    :func:`count_trainable_parameters` after wrapping.
     """
     total = sum(settings.r * (layer.in_features + layer.out_features)
                 for layer in targeted_linears(model, settings).values())
     if settings.trainable_token_indices:
-        total += len(settings.trainable_token_indices) * model.get_input_embeddings().embedding_dim
+        output = model.get_output_embeddings()
+        tied = output is not None and output.weight is model.get_input_embeddings().weight
+        copies = len(settings.token_layers) if settings.token_layers and not tied else 1  # tied: one shared copy
+        total += copies * len(settings.trainable_token_indices) * model.get_input_embeddings().embedding_dim
     return total
 
 

@@ -48,6 +48,9 @@ def with_random_adapter(model, settings, seed=1):
     (LoraSettings(r=1, lora_alpha=2), 1408 * 2),
     (LoraSettings(r=8, target_modules=ATTENTION_PROJECTIONS), 8 * (128 + 96 + 96 + 128) * 2),
     (LoraSettings(r=8, trainable_token_indices=(151644, IM_END)), 8 * 1408 * 2 + 2 * 64),
+    # tied: naming both layers still trains one shared copy of the rows
+    (LoraSettings(r=8, trainable_token_indices=(151644, IM_END), token_layers=("embed_tokens", "lm_head")),
+     8 * 1408 * 2 + 2 * 64),
 ])
 def test_trainable_count_is_r_times_in_plus_out(base, settings, expected):
     assert expected_lora_parameters(base, settings) == expected
@@ -168,3 +171,59 @@ def test_bf16_base_gets_fp32_adapters():
 def test_unknown_scheme_is_refused():
     with pytest.raises(ValueError, match="scheme must be one of"):
         estimate_lora_training_memory(10, 1, "fp8")
+
+
+# --- trainable_token_indices reaches the output layer only through tied weights (notebook 06) ---
+
+def _untied_tiny_model():
+    import dataclasses
+
+    from transformers import Qwen2ForCausalLM
+
+    from helpers.model import TinyQwenConfig
+
+    torch.manual_seed(0)
+    model = Qwen2ForCausalLM(dataclasses.replace(TinyQwenConfig(), tie_word_embeddings=False).to_qwen2_config())
+    assert model.lm_head.weight is not model.get_input_embeddings().weight
+    return model
+
+
+def _trainable_names(wrapped):
+    return sorted(name for name, p in wrapped.named_parameters() if p.requires_grad and "lora_" not in name)
+
+
+def test_trainable_tokens_reach_the_tied_output_layer(base):
+    from peft.utils.other import TrainableTokensWrapper
+
+    wrapped = apply_lora(copy.deepcopy(base), LoraSettings(trainable_token_indices=(151644, IM_END)))
+    inner = wrapped.base_model.model
+    assert isinstance(inner.lm_head, TrainableTokensWrapper)  # tied to the embedding's rows
+    assert _trainable_names(wrapped) == ["base_model.model.model.embed_tokens.token_adapter.trainable_tokens_delta.default"]
+
+
+def test_trainable_tokens_leave_an_untied_output_row_frozen(tokenizer):
+    """peft 0.21.2 set_additional_trainable_modules: a list of ids wraps the embedding only; the output
+    layer is tied to it only when tie_word_embeddings. Untied (Qwen2.5-7B and up), <|im_end|>'s output
+    row gets no gradient; naming lm_head as well (a dict) trains it."""
+    from peft.utils.other import TrainableTokensWrapper
+
+    ids = torch.tensor([[151644, 872, 198, 100, 200, IM_END]])
+    listed = apply_lora(_untied_tiny_model(), LoraSettings(trainable_token_indices=(151644, IM_END)))
+    assert type(listed.base_model.model.lm_head) is torch.nn.Linear
+    assert not listed.base_model.model.lm_head.weight.requires_grad
+    assert all("lm_head" not in name for name in _trainable_names(listed))
+    listed(input_ids=ids, labels=ids).loss.backward()  # <|im_end|> is a target: its output row would get a gradient
+    assert listed.base_model.model.lm_head.weight.grad is None
+
+    both = LoraSettings(trainable_token_indices=(151644, IM_END), token_layers=("embed_tokens", "lm_head"))
+    assert both.to_peft_config().trainable_token_indices == {"embed_tokens": [151644, IM_END], "lm_head": [151644, IM_END]}
+    expected = expected_lora_parameters(_untied_tiny_model(), both)
+    named = apply_lora(_untied_tiny_model(), both)
+    assert isinstance(named.base_model.model.lm_head, TrainableTokensWrapper)
+    assert any("lm_head" in name for name in _trainable_names(named))
+    named(input_ids=ids, labels=ids).loss.backward()
+    lm_head_delta = named.base_model.model.lm_head.token_adapter.trainable_tokens_delta["default"]
+    assert lm_head_delta.grad is not None and lm_head_delta.grad.abs().sum() > 0  # the stop's output row trains
+    assert count_trainable_parameters(named) == expected == 22_528 + 2 * 2 * 64
+    with pytest.raises(ValueError, match="trainable_token_indices is empty"):
+        LoraSettings(token_layers=("lm_head",))

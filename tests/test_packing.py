@@ -246,3 +246,29 @@ def test_training_packed_follows_the_padded_loss_curve(tokenizer, records, kind)
     assert runs[0].steps == runs[1].steps == 6
     assert max(abs(a - b) for a, b in zip(runs[0].epoch_losses, runs[1].epoch_losses)) < 1e-3
     assert runs[1].epoch_losses[1] < runs[1].epoch_losses[0] - 1  # it learns
+
+
+# --- transformers' own packing collator, and the flash-attention path's single-row rule (notebook 07) ---
+
+@pytest.mark.parametrize("kind", COLLATORS)
+def test_data_collator_with_flattening_builds_the_packing_collators_row(tokenizer, records, kind):
+    from transformers import DataCollatorWithFlattening
+
+    collator_class, sft = COLLATORS[kind]
+    record_collator = collator_class(tokenizer)
+    features = [{key: record_collator([record])[key][0] for key in ("input_ids", "labels")} for record in records]
+    theirs = DataCollatorWithFlattening()(features)
+    ours = PackingCollator(tokenizer, sft=sft)(records)
+    assert set(theirs) == set(ours) == {"input_ids", "labels", "position_ids"}
+    for key in ours:
+        assert torch.equal(theirs[key], ours[key]), key
+
+
+def test_flash_attention_detects_packing_from_position_ids_only_in_a_single_row_batch(tokenizer, records):
+    from transformers.modeling_flash_attention_utils import _is_packed_sequence
+
+    position_ids = PackingCollator(tokenizer)(records[:2])["position_ids"]
+    assert _is_packed_sequence(position_ids, batch_size=1)
+    two_rows = torch.cat([position_ids, position_ids])
+    assert not _is_packed_sequence(two_rows, batch_size=2)  # the same restarts, two rows: not seen
+    assert not _is_packed_sequence(torch.arange(10)[None], batch_size=1)  # one record: nothing to split
