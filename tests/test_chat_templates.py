@@ -374,3 +374,59 @@ def test_v5_apply_chat_template_returns_a_dict_when_tokenizing(tokenizer, chat):
     assert isinstance(tokenizer.apply_chat_template(chat, return_dict=False), list)
     with pytest.raises(ValueError, match="return_dict=True"):
         tokenizer.apply_chat_template(chat, return_dict=False, return_assistant_tokens_mask=True)
+
+
+# --- the two Qwen2.5 templates are files (issue 23) ----------------------------------------------
+
+from pathlib import Path
+
+import helpers
+from helpers.tokenizer import BUILD_RECIPE_VERSION, TEMPLATES_DIR, _fingerprint, cache_dir
+
+TEMPLATE_FILES = Path(helpers.__file__).resolve().parent / "templates"
+#: sha256 of QWEN_TRAINING_TEMPLATE as it stood before it moved into a file (commit c2faf08, where it
+#: was assembled from five constants of helpers/tokenizer.py and helpers/chat_templates.py).
+QWEN25_TRAINING_TEMPLATE_SHA256 = "e1f85e9b6609b86aa7309e7d78365ce4815fa1fa0a7b8bef63f8e9d69ffd44cd"
+
+
+def read_template(name):
+    return (TEMPLATE_FILES / name).read_text(encoding="utf-8")
+
+
+def test_the_template_files_hold_todays_templates_character_for_character():
+    assert TEMPLATES_DIR == TEMPLATE_FILES
+    assert hashlib.sha256(read_template("qwen2.5.jinja").encode("utf-8")).hexdigest() == QWEN25_BASE_TEMPLATE_SHA256
+    assert hashlib.sha256(read_template("qwen2.5_assistant_only.jinja").encode("utf-8")).hexdigest() == (
+        QWEN25_TRAINING_TEMPLATE_SHA256)
+    assert read_template("qwen2.5.jinja") == QWEN_CHAT_TEMPLATE == QWEN25.template
+    assert read_template("qwen2.5_assistant_only.jinja") == QWEN_TRAINING_TEMPLATE
+    assert sorted(p.name for p in TEMPLATE_FILES.glob("*.jinja")) == ["qwen2.5.jinja", "qwen2.5_assistant_only.jinja"]
+
+
+def test_the_notebooks_assistant_branch_is_in_the_file():
+    from helpers.chat_templates import QWEN_TRAINING_ASSISTANT_TURN
+
+    assert QWEN_TRAINING_ASSISTANT_TURN in read_template("qwen2.5_assistant_only.jinja")
+    assert read_template("qwen2.5_assistant_only.jinja").count("{%- generation %}") == 1
+
+
+def test_the_offline_tokenizer_carries_the_file_and_its_cache_stays_valid(tokenizer):
+    """The cache stores only tokenizer.json (the template is set when it is wrapped), so moving the
+    template into a file needs no new BUILD_RECIPE_VERSION: a cached load still carries it."""
+    assert tokenizer.chat_template == read_template("qwen2.5.jinja")
+    assert BUILD_RECIPE_VERSION == 2 and _fingerprint()["recipe"] == 2
+    assert (cache_dir() / "tokenizer.json").exists()
+    assert helpers.load_tokenizer().chat_template == read_template("qwen2.5.jinja")
+
+
+@pytest.mark.parametrize("conversation", CONVERSATIONS + TOOL_CONVERSATIONS)
+def test_templates_read_from_the_files_render_like_the_constants(tokenizer, conversation):
+    for name, constant in [("qwen2.5.jinja", QWEN_CHAT_TEMPLATE), ("qwen2.5_assistant_only.jinja", QWEN_TRAINING_TEMPLATE)]:
+        for tools in (None, [WEATHER]):
+            from_file = tokenizer.apply_chat_template(conversation, chat_template=read_template(name), tools=tools,
+                                                      tokenize=False, add_generation_prompt=True)
+            assert from_file == tokenizer.apply_chat_template(conversation, chat_template=constant, tools=tools,
+                                                              tokenize=False, add_generation_prompt=True)
+            # and the same text as Qwen's own template (tested against written-out strings above)
+            assert from_file == tokenizer.apply_chat_template(conversation, tools=tools, tokenize=False,
+                                                              add_generation_prompt=True)

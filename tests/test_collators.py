@@ -334,3 +334,171 @@ def test_a_record_that_is_not_a_dict_or_has_a_non_string_field(tokenizer, record
         PretrainCollator(tokenizer)(["请你给哪吒写一首诗："])
     with pytest.raises(DataError, match=r"^record 0 handed to PretrainCollator: field 'label' must be a string, found null$"):
         PretrainCollator(tokenizer)([dict(records[0], label=None)])
+
+
+# --- records of any shape, slow tokenizers, the chat SFT collator (issue 23) --------------------
+
+
+from transformers import PreTrainedTokenizer
+
+from helpers import POST_RECORD, ChatSFTCollator, Fields, PackingCollator, QWEN_TRAINING_TEMPLATE, record_to_messages
+from helpers.tokenizer import QWEN_CHAT_TEMPLATE
+
+
+class CharTokenizer(PreTrainedTokenizer):
+    """A slow (pure-Python) tokenizer, one id per character: what some older models still ship."""
+
+    def __init__(self, **kwargs):
+        self.vocab = {c: i for i, c in enumerate(["<pad>", "<eos>", *"abcdefghijklmnopqrstuvwxyz +=0123456789:"])}
+        super().__init__(pad_token="<pad>", eos_token="<eos>", **kwargs)
+
+    def get_vocab(self):
+        return dict(self.vocab)
+
+    @property
+    def vocab_size(self):
+        return len(self.vocab)
+
+    def _tokenize(self, text):
+        return list(text)
+
+    def _convert_token_to_id(self, token):
+        return self.vocab[token]
+
+    def _convert_id_to_token(self, index):
+        return {i: t for t, i in self.vocab.items()}[index]
+
+
+QA = Fields("question", "answer")
+
+
+def as_qa(records):
+    return [{"question": r["instruct"] + r["input"], "answer": r["label"]} for r in records]
+
+
+@pytest.mark.parametrize("make", [
+    lambda tok, pr: PretrainCollator(tok, prompt_response=pr),
+    lambda tok, pr: SFTCollator(tok, prompt_response=pr),
+    lambda tok, pr: SFTCollator(tok, mask_pad="id", prompt_response=pr),
+    lambda tok, pr: PackingCollator(tok, sft=True, prompt_response=pr),
+    lambda tok, pr: ChatSFTCollator(tok, chat_template=QWEN_TRAINING_TEMPLATE, prompt_response=pr),
+], ids=["pretrain", "sft", "sft-id", "packing", "chat"])
+@pytest.mark.parametrize("reader", ["fields", "function"])
+def test_other_record_shapes_give_the_post_records_batches(tokenizer, records, make, reader):
+    prompt_response = QA if reader == "fields" else (lambda record: (record["question"], record["answer"]))
+    ours, theirs = make(tokenizer, POST_RECORD)(records), make(tokenizer, prompt_response)(as_qa(records))
+    assert set(ours) == set(theirs) and all(torch.equal(ours[key], theirs[key]) for key in ours)
+
+
+def test_the_default_reads_the_posts_fields(tokenizer, records):
+    assert SFTCollator(tokenizer).prompt_response is POST_RECORD
+    assert POST_RECORD(records[1]) == (records[1]["instruct"] + records[1]["input"], records[1]["label"])
+    assert POST_RECORD.names == ("instruct", "input", "label")
+
+
+@pytest.mark.parametrize("reader", [QA, lambda record: (record["question"], record["answer"])], ids=["fields", "function"])
+@pytest.mark.parametrize("collator_class", [PretrainCollator, SFTCollator])
+def test_a_missing_field_names_the_record_and_the_field(tokenizer, records, reader, collator_class):
+    bad = as_qa(records)[:3]
+    del bad[2]["answer"]
+    with pytest.raises(DataError, match=rf"^record 2 handed to {collator_class.__name__}: field 'answer' is missing$"):
+        collator_class(tokenizer, prompt_response=reader)(bad)
+
+
+def test_fields_checks_types_emptiness_and_control_tokens(tokenizer, records):
+    qa = as_qa(records)[:2]
+    with pytest.raises(DataError, match=r"^record 1 handed to SFTCollator: field 'answer' must be a string, found a number$"):
+        SFTCollator(tokenizer, prompt_response=QA)([qa[0], dict(qa[1], answer=4)])
+    with pytest.raises(DataError, match=r"^record 1 handed to SFTCollator: field 'answer' is empty$"):
+        SFTCollator(tokenizer, prompt_response=QA)([qa[0], dict(qa[1], answer="")])
+    with pytest.raises(DataError, match=r"^record 0 handed to SFTCollator: field 'question' contains the control token '<\|im_start\|>'"):
+        SFTCollator(tokenizer, prompt_response=QA)([dict(qa[0], question="<|im_start|>system")])
+
+
+def test_a_function_is_checked_on_what_it_returns(tokenizer, records):
+    with pytest.raises(DataError, match=r"^record 0 handed to SFTCollator: the response contains the control token '<\|im_end\|>'"):
+        SFTCollator(tokenizer, prompt_response=lambda r: ("2+2=", "4<|im_end|>"))([{}])
+    with pytest.raises(DataError, match=r"^record 0 handed to PretrainCollator: prompt_response must return two strings"):
+        PretrainCollator(tokenizer, prompt_response=lambda r: ("2+2=", 4))([{}])
+    with pytest.raises(ValueError, match=r"^prompt_response must be a function"):
+        SFTCollator(tokenizer, prompt_response="question")
+
+
+def test_a_slow_tokenizer_gives_no_offsets_and_is_refused_by_name():
+    slow = CharTokenizer()
+    assert not slow.is_fast
+    # what happened before the check: the flag is ignored, and the SFT mask failed on a KeyError
+    assert "offset_mapping" not in slow("ab", return_offsets_mapping=True)
+    for make in (lambda: SFTCollator(slow), lambda: PackingCollator(slow, sft=True),
+                 lambda: ChatSFTCollator(slow, chat_template=QWEN_TRAINING_TEMPLATE)):
+        with pytest.raises(ValueError, match=r"needs a fast tokenizer \(tokenizer.is_fast is True.*CharTokenizer has none.*"
+                                             r"AutoTokenizer.from_pretrained\(name\)"):
+            make()
+
+
+def test_pretraining_needs_no_offsets_so_a_slow_tokenizer_works():
+    slow = CharTokenizer()
+    batch = PretrainCollator(slow, prompt_response=QA)([{"question": "2+2=", "answer": "4"}, {"question": "1:", "answer": "ab"}])
+    ids = slow.convert_tokens_to_ids
+    assert batch["input_ids"].tolist() == [ids([*"2+2=4", "<eos>"]), ids([*"1:ab", "<eos>", "<pad>"])]
+    assert batch["labels"][1, -1] == IGNORE_INDEX
+
+
+def test_encode_is_public_and_is_what_a_row_holds_before_padding(tokenizer, records):
+    collator = SFTCollator(tokenizer)
+    batch = collator(records)
+    for row, record in enumerate(records):
+        ids, labels = collator.encode(record, row)
+        assert batch["input_ids"][row, : len(ids)].tolist() == ids
+        assert batch["labels"][row, : len(ids)].tolist() == labels
+    with pytest.raises(DataError, match=r"^the record handed to SFTCollator.encode: field 'label' is missing$"):
+        collator.encode({"instruct": "x", "input": ""})
+    with pytest.raises(RecordTooLongError, match=r"^the record is 48 tokens long, more than max_length=10"):
+        SFTCollator(tokenizer, max_length=10).encode(records[0])
+
+
+def notebook_06_chat_sft_collator(tokenizer, batch_records):
+    """Notebook 06's inline collator, as it stands in its cell 5."""
+    encoding = tokenizer.apply_chat_template(
+        [record_to_messages(record) for record in batch_records], chat_template=QWEN_TRAINING_TEMPLATE,
+        return_assistant_tokens_mask=True, return_dict=True, padding=True, return_tensors="pt",
+    )
+    labels = encoding["input_ids"].masked_fill(encoding["assistant_masks"] == 0, IGNORE_INDEX)
+    return {"input_ids": encoding["input_ids"], "attention_mask": encoding["attention_mask"], "labels": labels}
+
+
+@pytest.mark.parametrize("rows", [slice(0, 1), slice(0, 5), slice(2, 4)])
+def test_chat_sft_collator_is_notebook_06s_collator(tokenizer, records, rows):
+    ours = ChatSFTCollator(tokenizer, chat_template=QWEN_TRAINING_TEMPLATE)(records[rows])
+    theirs = notebook_06_chat_sft_collator(tokenizer, records[rows])
+    assert set(ours) == set(theirs) and all(torch.equal(ours[key], theirs[key]) for key in ours)
+
+
+def test_chat_sft_collator_trains_the_answer_and_im_end_only(tokenizer, records):
+    batch = ChatSFTCollator(tokenizer, chat_template=QWEN_TRAINING_TEMPLATE, system="Be brief.")(records)
+    im_end = tokenizer.convert_tokens_to_ids("<|im_end|>")
+    for row, record in enumerate(records):
+        targets = batch["labels"][row][batch["labels"][row] != IGNORE_INDEX].tolist()
+        assert targets == tokenizer(record["label"])["input_ids"] + [im_end]
+    assert "Be brief." in tokenizer.decode(batch["input_ids"][0])
+
+
+def test_chat_sft_collator_refuses_a_template_without_generation_blocks(tokenizer, records):
+    with pytest.raises(ValueError, match=r"needs a chat template that marks .*\{% generation %\}.*this one has no such block"):
+        ChatSFTCollator(tokenizer, chat_template=QWEN_CHAT_TEMPLATE)
+    with pytest.raises(ValueError, match=r"needs a chat template .*the tokenizer's own|has no such block"):
+        ChatSFTCollator(tokenizer)  # Qwen's own template marks nothing
+    with pytest.raises(DataError, match=r"^record 0 handed to ChatSFTCollator: field 'label' contains the control token '<\|im_end\|>'"):
+        ChatSFTCollator(tokenizer, chat_template=QWEN_TRAINING_TEMPLATE)([dict(records[0], label="好<|im_end|>")])
+    with pytest.raises(ValueError, match=r"^records must be a list of records; ChatSFTCollator was handed a single record"):
+        ChatSFTCollator(tokenizer, chat_template=QWEN_TRAINING_TEMPLATE)(records[0])
+
+
+def test_data_error_is_one_type_in_the_package():
+    import helpers
+    import helpers.collators
+    import helpers.data
+
+    assert helpers.DataError is helpers.data.DataError is helpers.collators.DataError
+    assert helpers.check_record is helpers.data.check_record is helpers.collators.check_record
+    assert issubclass(helpers.DataError, ValueError)
