@@ -21,7 +21,11 @@ from .tokenizer import FIRST_ADDED_ID
 
 @dataclass(frozen=True)
 class TinyQwenConfig:
-    """Shape of the default model. Only the body shrinks; vocabulary and conventions are Qwen2.5-0.5B's."""
+    """Shape of the default model. Only the body shrinks; vocabulary and conventions are Qwen2.5-0.5B's.
+
+    >>> TinyQwenConfig().hidden_size, TinyQwenConfig(hidden_size=128).hidden_size
+    (64, 128)
+    """
 
     vocab_size: int = 151936  # Qwen2.5-0.5B/1.5B/3B's embedding rows (more than the tokenizer's
     #                           151,665 tokens); 7B and larger: 152,064
@@ -43,7 +47,12 @@ class TinyQwenConfig:
         """The transformers config of this shape. It names no ``pad_token_id``, as Qwen2.5-0.5B's
         own ``config.json`` names none: Qwen2's embedding takes ``config.pad_token_id`` as its
         ``padding_idx``, which zeroes that row at init and blocks its input-side gradient, so a
-        config with a pad id would build a different model for every choice of pad token."""
+        config with a pad id would build a different model for every choice of pad token.
+
+        >>> config = TinyQwenConfig().to_qwen2_config()
+        >>> config.vocab_size, config.num_hidden_layers, config.pad_token_id, config.tie_word_embeddings
+        (151936, 2, None, True)
+        """
         fields = asdict(self)
         rope_theta = fields.pop("rope_theta")
         return Qwen2Config(
@@ -75,6 +84,12 @@ def load_model(name_or_path: str | os.PathLike | None = None, tokenizer=None, se
     With a ``tokenizer``, the *generation* config's pad and eos ids follow the tokenizer's, so
     ``generate`` pads and stops consistently with the data; ``model.config.pad_token_id`` is
     left alone, so a saved and reloaded checkpoint builds the same embedding.
+
+    >>> model = load_model(seed=0)
+    >>> sum(p.numel() for p in model.parameters())  # 9,723,904 of them are the 151,936 x 64 embedding
+    9847360
+    >>> torch.equal(model.lm_head.weight, load_model(seed=0).lm_head.weight)  # same seed, same weights
+    True
     """
     if name_or_path is None:
         torch.manual_seed(seed)

@@ -39,13 +39,29 @@ _HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*(/[A-Za-z0-9_.\-]+)?$")
 
 class ModelSettingError(ValueError):
     """A model setting (``PVS_MODEL``) or model directory that cannot be loaded: the message
-    names the setting, its value and what is missing or unreachable."""
+    names the setting, its value and what is missing or unreachable.
+
+    >>> try:
+    ...     check_model_source(PROJECT_ROOT / "data" / "poems.json", "model")
+    ... except ModelSettingError as error:
+    ...     print(str(error).replace(str(PROJECT_ROOT), "<project>"))
+    '<project>/data/poems.json': is a file, not a model directory
+    """
 
 
 def model_setting() -> str | None:
     """The hub id or local directory named by ``$PVS_MODEL``, or None for the offline default.
 
-    Introduced in notebook 01_chat_templates."""
+    Introduced in notebook 01_chat_templates.
+
+    >>> from unittest import mock
+    >>> with mock.patch.dict(os.environ, {"PVS_MODEL": " Qwen/Qwen2.5-0.5B "}):
+    ...     print(model_setting())
+    Qwen/Qwen2.5-0.5B
+    >>> with mock.patch.dict(os.environ, {"PVS_MODEL": ""}):
+    ...     print(model_setting())
+    None
+    """
     value = os.environ.get(MODEL_ENV_VAR, "").strip()
     return value or None
 
@@ -53,7 +69,13 @@ def model_setting() -> str | None:
 def outputs_dir() -> Path:
     """Where checkpoints are saved: ``$PVS_OUTPUTS`` when set, else ``outputs/`` in the project.
 
-    Introduced in notebook 04_full_parameter_training."""
+    Introduced in notebook 04_full_parameter_training.
+
+    >>> from unittest import mock
+    >>> with mock.patch.dict(os.environ, {"PVS_OUTPUTS": ""}):
+    ...     print(outputs_dir() == PROJECT_ROOT / "outputs")
+    True
+    """
     value = os.environ.get(OUTPUTS_ENV_VAR, "").strip()
     return Path(value).expanduser().resolve() if value else PROJECT_ROOT / "outputs"
 
@@ -81,7 +103,13 @@ def shown(path: str | os.PathLike) -> str:
 
 def describe_source(name_or_path: str | os.PathLike) -> str:
     """``PVS_MODEL='...'`` when ``name_or_path`` is the current setting, else the quoted value:
-    the subject of every error about where a model comes from."""
+    the subject of every error about where a model comes from.
+
+    >>> from unittest import mock
+    >>> with mock.patch.dict(os.environ, {"PVS_MODEL": "my-model"}):
+    ...     print(describe_source("my-model"), describe_source("other"))
+    PVS_MODEL='my-model' 'other'
+    """
     value = os.fspath(name_or_path)
     return f"{MODEL_ENV_VAR}={value!r}" if value == model_setting() else repr(value)
 
@@ -95,6 +123,14 @@ def check_model_source(name_or_path: str | os.PathLike, need: Literal["model", "
     :class:`ModelSettingError` for a path that does not exist or is not a directory, an empty
     directory, and a directory without the files of a ``need`` (the model's config and
     safetensors weights, or a tokenizer).
+
+    >>> check_model_source("Qwen/Qwen2.5-0.5B", "model") is None  # a hub id: from_pretrained fetches it
+    True
+    >>> try:
+    ...     check_model_source(PROJECT_ROOT / "data", "tokenizer")
+    ... except ModelSettingError as error:
+    ...     print(str(error).replace(str(PROJECT_ROOT), "<project>").split(" (none of")[0])
+    '<project>/data': the directory <project>/data holds no tokenizer
     """
     subject = describe_source(name_or_path)
     value = os.fspath(name_or_path)
@@ -139,7 +175,11 @@ def hub_error(name_or_path: str | os.PathLike, need: str, error: BaseException) 
 
     Introduced in notebook 01_chat_templates, behind ``load_tokenizer(model_setting())``. It says whether no hub could be
     reached (offline mode, or no connection, and nothing in the local hub cache), or the hub
-    has no such model, and that a local directory works without a hub."""
+    has no such model, and that a local directory works without a hub.
+
+    >>> print(hub_error("Qwen/Qwen2.5-0.5B", "model", ValueError("bad config")))
+    'Qwen/Qwen2.5-0.5B': from_pretrained could not load the model: bad config
+    """
     from huggingface_hub import constants
     from huggingface_hub.errors import LocalEntryNotFoundError, OfflineModeIsEnabled, RepositoryNotFoundError
 
@@ -170,7 +210,16 @@ def load_or_explain(name_or_path, local: Path | None, need: str, from_pretrained
 
     Introduced in notebook 01_chat_templates, behind ``load_tokenizer(model_setting())``. ``local`` is what
     :func:`check_model_source` returned: None for a hub id, whose failure
-    :func:`hub_error` explains."""
+    :func:`hub_error` explains.
+
+    >>> def broken(path, **kwargs):
+    ...     raise OSError("config.json is not valid JSON")
+    >>> try:
+    ...     load_or_explain(PROJECT_ROOT / "data", PROJECT_ROOT / "data", "model", broken)
+    ... except ModelSettingError as error:
+    ...     print(str(error).replace(str(PROJECT_ROOT), "<project>"))
+    '<project>/data': from_pretrained could not load the model from <project>/data: config.json is not valid JSON
+    """
     try:  # the checked local path: from_pretrained itself would not expand a leading ~
         return from_pretrained(name_or_path if local is None else local, **kwargs)
     except Exception as exc:
