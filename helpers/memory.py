@@ -1,6 +1,7 @@
 """How much memory full-parameter training needs: the rule of thumb, and measuring it.
 
-Introduced in notebook 04_full_parameter_training; ``scripts/train_qwen05b_shape.py``
+Introduced in notebook 04_full_parameter_training (the rule of thumb) and its appendix
+04_memory_measured (the measurements and the peak); ``scripts/train_qwen05b_shape.py``
 compares the estimates with a GPU's peak memory.
 
 Full-parameter training with AdamW keeps, for every parameter, the weight itself, its
@@ -157,7 +158,7 @@ def _unique_bytes(tensors) -> int:
 def count_training_state(model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> StateBytes:
     """Bytes of the weights, gradients and optimizer state that ``model`` and ``optimizer`` hold now.
 
-    Not used by the notebooks (notebook 04_full_parameter_training measures with
+    Not used by the notebooks (notebooks/appendix/04_memory_measured measures with
     :func:`measure_training_memory`); the tests and scripts use it as bookkeeping: it shows
     which tensors there are (AdamW's ``exp_avg``, ``exp_avg_sq`` and its per-tensor ``step``
     counters) but cannot check the rule of thumb (see :class:`StateBytes`). It counts tensors
@@ -192,7 +193,7 @@ PHASES = {"load": "weights", "forward + backward": "gradients", "optimizer step"
 class MeasuredMemory:
     """What the allocator handed out during the first training step, phase by phase.
 
-    Returned by :func:`measure_training_memory` (notebook 04_full_parameter_training).
+    Returned by :func:`measure_training_memory` (notebooks/appendix/04_memory_measured).
     ``parts[part]`` is the net number of bytes a phase allocated and still holds at its end
     (everything that phase allocated and freed again cancels out): the load leaves the
     weights, forward + backward the gradients, the first optimizer step AdamW's state.
@@ -275,7 +276,7 @@ def _measure_phases_cuda(phases: dict, device: torch.device) -> tuple[dict[str, 
 def measure_training_memory(build_model, batch: dict, build_optimizer, autocast_dtype=None) -> MeasuredMemory:
     """Measure, at the allocator, what loading a model and its first training step allocate.
 
-    Introduced in notebook 04_full_parameter_training. ``build_model()`` must create the
+    Introduced in notebooks/appendix/04_memory_measured. ``build_model()`` must create the
     model on ``batch``'s device (its allocation is measured); ``build_optimizer(model)``
     creates the optimizer. Then one step: forward and backward (under ``torch.autocast``
     with ``autocast_dtype`` if given), then ``optimizer.step()``. Nothing is counted from
@@ -334,7 +335,7 @@ PRECISIONS = {
 class PeakMemoryEstimate:
     """The modelled peak of a training step, part by part.
 
-    Returned by :func:`estimate_peak_memory` (notebook 04_full_parameter_training).
+    Returned by :func:`estimate_peak_memory` (notebooks/appendix/04_memory_measured).
     """
 
     precision: str  # a key of PRECISIONS
@@ -351,7 +352,7 @@ def saved_bytes_per_token_per_layer(config: Qwen2Config, precision: str = "autoc
     """Bytes one decoder layer keeps for the backward pass, per token (sdpa attention, no
     ``attention_mask``: rows without padding).
 
-    Introduced in notebook 04_full_parameter_training; counted from Qwen2's code in
+    Introduced in notebooks/appendix/04_memory_measured; counted from Qwen2's code in
     transformers 5 and pinned by a test against :func:`saved_activation_bytes`. Per layer:
     two RMSNorms (each keeps its fp32 input and normalised values, and its output where a
     layer reads it), the attention's query, key and value after RoPE (key and value at the
@@ -376,7 +377,7 @@ def estimate_peak_memory(config: Qwen2Config, batch_size: int, seq_len: int, pre
                          n_params: int | None = None, optimizer_states: bool = True) -> PeakMemoryEstimate:
     """Model of the peak allocated memory of one full-parameter AdamW step, for a Qwen2 shape.
 
-    Introduced in notebook 04_full_parameter_training; ``scripts/train_qwen05b_shape.py``
+    Introduced in notebooks/appendix/04_memory_measured; ``scripts/train_qwen05b_shape.py``
     prints it beside the GPU's measured peak. Rows of ``seq_len`` tokens without padding,
     sdpa attention, the loss computed by transformers (which upcasts the logits to fp32),
     ``zero_grad(set_to_none=True)`` before the step. The peak comes early in the backward
@@ -428,7 +429,7 @@ def estimate_peak_memory(config: Qwen2Config, batch_size: int, seq_len: int, pre
 def saved_activation_bytes(model: torch.nn.Module, batch: dict) -> int:
     """Bytes of the tensors autograd keeps from one forward pass for the backward pass.
 
-    Introduced in notebook 04_full_parameter_training. These are the "activations" that
+    Introduced in notebooks/appendix/04_memory_measured. These are the "activations" that
     come on top of the training state: they grow with the batch size and the sequence length
     (linearly in the length with sdpa attention on rows without padding), and with the
     model's depth, width and vocabulary size. With a padding ``attention_mask``, transformers'
@@ -456,7 +457,7 @@ def saved_activation_bytes(model: torch.nn.Module, batch: dict) -> int:
 def plot_estimate_vs_measured(estimate: MemoryEstimate, measured: MeasuredMemory, ax=None, unit: int = 10**6):
     """Grouped bars: the rule's bytes next to the allocator's, part by part, plus the peak.
 
-    Introduced in notebook 04_full_parameter_training. A last, measured-only bar is the
+    Introduced in notebooks/appendix/04_memory_measured. A last, measured-only bar is the
     peak that forward + backward held above the weights (``measured.peaks``): activations and
     temporaries, which the rule leaves out. ``unit`` divides the bytes (MB by default).
     Returns the matplotlib ``Axes``.

@@ -1,7 +1,8 @@
 """Training a causal LM on the records with the transformers ``Trainer``.
 
 Introduced in notebook 02_pad_eos_pitfalls (which trains one model per pitfall); notebook
-04_full_parameter_training walks through the same arguments one by one.
+04_full_parameter_training prints the arguments it adds to the recipe and shows the
+``Trainer`` call.
 """
 
 from __future__ import annotations
