@@ -73,7 +73,12 @@ _FROM_SETTING = object()
 
 
 class CheckpointError(RuntimeError):
-    """A checkpoint directory that cannot be used: the message names the directory and the problem."""
+    """A checkpoint directory that cannot be used: the message names the directory and the problem.
+
+    >>> from helpers import PROJECT_ROOT
+    >>> print(CheckpointError(PROJECT_ROOT / "outputs" / "sft", "model.safetensors is missing"))
+    outputs/sft: model.safetensors is missing
+    """
 
     def __init__(self, directory: str | os.PathLike, problem: str):
         self.directory = Path(directory)
@@ -87,6 +92,9 @@ class Checkpoint:
 
     Returned by :func:`load_checkpoint` (notebook 04_full_parameter_training) and
     :func:`load_or_train` (notebook 05_inference).
+
+    >>> Checkpoint(model=None, tokenizer=None, path=Path("outputs/sft")).epoch_losses is None  # no record read
+    True
     """
 
     model: object
@@ -101,6 +109,10 @@ def checkpoint_dirs(root: str | os.PathLike = DEFAULT_OUTPUTS) -> dict[str, Path
     """``{"pretrain": root/pretrain, "sft": root/sft}``.
 
     Introduced in notebook 04_full_parameter_training.
+
+    >>> from helpers import PROJECT_ROOT
+    >>> {name: shown(path) for name, path in checkpoint_dirs(PROJECT_ROOT / "outputs").items()}
+    {'pretrain': 'outputs/pretrain', 'sft': 'outputs/sft'}
     """
     return {objective: Path(root) / objective for objective in COLLATORS}
 
@@ -113,6 +125,9 @@ def recipe(model_name: str | None = None) -> TrainConfig:
     (``$PVS_MODEL``) gets :data:`PRETRAINED_RECIPE`, the post's run (10 epochs,
     batch 2, learning rate 5e-5 decaying linearly), since a learning rate as high as the tiny
     model's would wreck what it already knows.
+
+    >>> recipe() == TrainConfig(), recipe("Qwen/Qwen2.5-0.5B").learning_rate
+    (True, 5e-05)
     """
     return TrainConfig() if model_name is None else PRETRAINED_RECIPE
 
@@ -121,14 +136,22 @@ def records_sha256(records) -> str:
     """sha256 of the records as canonical JSON (sorted keys, no extra spaces, UTF-8).
 
     Introduced in notebook 05_inference. It changes when any record's content changes, and
-    not when only the data file's formatting does."""
+    not when only the data file's formatting does.
+
+    >>> records_sha256([{"b": 1, "a": "诗"}]) == records_sha256([{"a": "诗", "b": 1}])  # key order is formatting
+    True
+    """
     canonical = json.dumps(records, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
 
 def collator_options(collator) -> dict:
     """The options of a collator (or, given its class, its defaults) that change which tokens are
-    trained: ``{"append_eos": ..., "mask_pad": ...}`` (``max_length`` only refuses long records)."""
+    trained: ``{"append_eos": ..., "mask_pad": ...}`` (``max_length`` only refuses long records).
+
+    >>> collator_options(SFTCollator)
+    {'append_eos': True, 'mask_pad': 'position'}
+    """
     return {"append_eos": collator.append_eos, "mask_pad": collator.mask_pad}
 
 
@@ -136,7 +159,12 @@ def training_environment(config: TrainConfig) -> dict:
     """Where :func:`helpers.training.train` trains with ``config`` on this machine, read from the
     ``TrainingArguments`` it builds: ``{"device": "cpu" | "cuda" | "mps" ..., "precision":
     "bf16" | "fp16" | "fp32"}``. ``"bf16"`` is the ``Trainer``'s bf16 autocast (what
-    :func:`~helpers.training.training_arguments` sets on a GPU that supports it) over fp32 weights."""
+    :func:`~helpers.training.training_arguments` sets on a GPU that supports it) over fp32 weights.
+
+    >>> environment = training_environment(TrainConfig())
+    >>> sorted(environment), environment["device"] in ("cpu", "cuda", "mps", "xpu")
+    (['device', 'precision'], True)
+    """
     with tempfile.TemporaryDirectory() as scratch:
         arguments = training_arguments(config, scratch)
     precision = "bf16" if arguments.bf16 else "fp16" if arguments.fp16 else "fp32"
@@ -152,7 +180,13 @@ def training_record(
     Introduced in notebook 05_inference. ``print_loss`` is left out: it changes nothing in
     the weights. ``collator`` (default: the objective's collator class, i.e. its default
     options) gives :func:`collator_options`; ``environment`` defaults to
-    :func:`training_environment` on this machine."""
+    :func:`training_environment` on this machine.
+
+    >>> from helpers import load_records
+    >>> record = training_record("sft", None, TrainConfig(), load_records(), seed=0)
+    >>> sorted(record), record["collator"]
+    (['collator', 'environment', 'model_setting', 'objective', 'recipe', 'records_sha256', 'seed'], {'append_eos': True, 'mask_pad': 'position'})
+    """
     fields = asdict(config)
     fields.pop("print_loss")
     return {
@@ -167,7 +201,11 @@ def training_record(
 
 
 def library_versions() -> dict[str, str]:
-    """The versions of the libraries that train, save and load a checkpoint (for the record)."""
+    """The versions of the libraries that train, save and load a checkpoint (for the record).
+
+    >>> sorted(library_versions())
+    ['safetensors', 'tokenizers', 'torch', 'transformers']
+    """
     import safetensors
     import tokenizers
     import torch
@@ -206,7 +244,11 @@ def train_both(
 
 
 def result_record(result: TrainResult) -> dict:
-    """What a training run measured, as stored in a checkpoint's record (notebook 04_full_parameter_training)."""
+    """What a training run measured, as stored in a checkpoint's record (notebook 04_full_parameter_training).
+
+    >>> result_record(TrainResult(model=None, epoch_losses=[9.5, 4.25], steps=6, seconds=1.5))
+    {'epoch_losses': [9.5, 4.25], 'steps': 6, 'seconds': 1.5}
+    """
     return {"epoch_losses": list(result.epoch_losses), "steps": result.steps, "seconds": result.seconds}
 
 
@@ -256,6 +298,21 @@ def save_checkpoint(
     that run measured, :func:`result_record`, or None), the library versions, and each file's
     size and sha256. ``state_dict`` replaces the model's own
     (``scripts/accelerate_train.py`` passes the gathered weights of an FSDP-sharded model).
+
+    A round trip with the tiny untrained model (a few seconds):
+
+    >>> from helpers import load_model, load_tokenizer
+    >>> tokenizer = load_tokenizer()
+    >>> with tempfile.TemporaryDirectory() as scratch:
+    ...     directory = Path(scratch) / "sft"
+    ...     written = save_checkpoint(load_model(tokenizer=tokenizer), tokenizer, directory)
+    ...     intact, record = has_checkpoint(directory), read_record(directory)
+    ...     same_tokenizer = saves_as(tokenizer, directory) and same_tokenizer_files(directory, directory)
+    ...     loaded = load_checkpoint(directory, tokenizer)
+    >>> sorted(set(written) - set(record["files"])), intact, same_tokenizer, record["training"]
+    (['checkpoint_record.json'], True, True, None)
+    >>> type(loaded.model).__name__, loaded.model.training, loaded.steps
+    ('Qwen2ForCausalLM', False, None)
     """
     directory = Path(directory)
     training = _TRAINED_ON.get(model) if training is None else training
@@ -292,7 +349,15 @@ def read_record(directory: str | os.PathLike) -> dict:
     """The parsed ``checkpoint_record.json`` of ``directory``.
 
     Introduced in notebook 05_inference. Raises :class:`CheckpointError` naming the
-    directory when it is missing or unreadable."""
+    directory when it is missing or unreadable.
+
+    >>> from helpers import PROJECT_ROOT
+    >>> try:
+    ...     read_record(PROJECT_ROOT / "data")
+    ... except CheckpointError as error:
+    ...     print(error.problem[:46])
+    has no checkpoint_record.json (saved before ch
+    """
     path = Path(directory) / RECORD_FILE
     try:
         record = json.loads(path.read_text(encoding="utf-8"))
@@ -317,6 +382,12 @@ def checkpoint_problem(directory: str | os.PathLike, expected_training: dict | N
     ``expected_training`` is given (a :func:`training_record`), that the checkpoint was
     trained with exactly that: objective, ``PVS_MODEL`` setting, recipe, seed, records,
     collator options, device type and precision.
+
+    >>> from helpers import PROJECT_ROOT
+    >>> checkpoint_problem(PROJECT_ROOT / "no-such-folder")
+    'does not exist'
+    >>> checkpoint_problem(PROJECT_ROOT / "data")[:30]
+    'has no checkpoint_record.json '
     """
     directory = Path(directory)
     if not directory.is_dir():
@@ -381,6 +452,10 @@ def has_checkpoint(directory: str | os.PathLike) -> bool:
 
     Introduced in notebook 05_inference. It does not say what the checkpoint was trained on:
     :func:`load_or_train` checks that too.
+
+    >>> from helpers import PROJECT_ROOT
+    >>> has_checkpoint(PROJECT_ROOT / "data"), has_checkpoint(PROJECT_ROOT / "no-such-folder")
+    (False, False)
     """
     return checkpoint_problem(directory) is None
 
