@@ -106,7 +106,11 @@ class Fields:
 
     @property
     def names(self) -> tuple[str, ...]:
-        """Every field read, in order: the prompt's, then the response's."""
+        """Every field read, in order: the prompt's, then the response's.
+
+        >>> POST_RECORD.names, Fields("question", "answer").names
+        (('instruct', 'input', 'label'), ('question', 'answer'))
+        """
         return (*self.prompt, self.response)
 
     def __call__(self, record: dict) -> tuple[str, str]:
@@ -203,7 +207,16 @@ class _RecordChecks:
     def check(self, record: object, where: str) -> None:
         """Raise :class:`DataError` (naming ``where``, the field and the token) unless
         ``prompt_response`` can read ``record`` and neither part holds a token of the
-        tokenizer's added vocabulary."""
+        tokenizer's added vocabulary.
+
+        >>> from helpers import load_tokenizer
+        >>> collator = SFTCollator(load_tokenizer(), prompt_response=lambda r: (r["q"], r["a"]))
+        >>> try:
+        ...     collator.check({"q": "2+2="}, "record 5")
+        ... except DataError as error:
+        ...     print(error)
+        record 5: field 'a' is missing
+        """
         control_tokens = self.tokenizer.get_added_vocab()
         if isinstance(self.prompt_response, Fields):
             check_record(record, where, control_tokens, self.prompt_response)
