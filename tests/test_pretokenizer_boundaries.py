@@ -1,11 +1,16 @@
-"""No plain-text position is a safe prompt/answer boundary for Qwen's byte-level BPE (notebook 03).
+"""Almost no plain-text position is a safe prompt/answer boundary for Qwen's byte-level BPE (notebook 03).
 
 Qwen's split pattern has the alternative ``[^\\r\\n\\p{L}\\p{N}]?\\p{L}+``: a punctuation mark goes
 with the letters after it. So the pre-tokenizer does not cut after a prompt's final ``。``; the
 post's records come out clean only because the vocabulary holds no token joining ``。`` with
-their answers' first characters. Only a special token, or tokenizing prompt and answer
-separately, gives a boundary no merge crosses.
+their answers' first characters. A final digit is the one plain-text exception: the pattern's
+``\\p{N}`` alternative takes exactly one digit and no other alternative takes a digit, so every digit
+is a piece of its own. Otherwise only a special token, or tokenizing prompt and answer separately,
+gives a boundary no merge crosses.
 """
+
+import json
+import re
 
 import pytest
 
@@ -86,3 +91,39 @@ def test_separate_tokenization_differs_at_a_merge(tokenizer, records):
     for record in records:  # nothing merges at the post's boundaries: the two ways agree
         batch = SFTCollator(tokenizer)([record])
         assert separate_ids_and_labels(tokenizer, record) == (batch["input_ids"][0].tolist(), batch["labels"][0].tolist())
+
+
+def split_pattern(tokenizer):
+    """The regular expression of Qwen's Split pre-tokenizer, from the tokenizer's own JSON."""
+    state = json.loads(tokenizer.backend_tokenizer.to_str())["pre_tokenizer"]
+    (split,) = [p for p in state["pretokenizers"] if p["type"] == "Split"]
+    return split["pattern"]["Regex"]
+
+
+def test_only_one_alternative_of_the_split_pattern_takes_a_digit(tokenizer):
+    """Notebook 03 and its appendix: a prompt ending in a digit is a clean cut, for every answer."""
+    alternatives = split_pattern(tokenizer).split("|")
+    assert "\\p{N}" in alternatives  # one digit, alone
+    for alternative in alternatives:
+        if alternative == "\\p{N}":
+            continue
+        # any other mention of \p{N} sits inside a negated class [^...]: it excludes digits
+        outside_negated = re.sub(r"\[\^[^\]]*\]", "", alternative)
+        assert "\\p{N}" not in outside_negated, alternative
+
+
+@pytest.mark.parametrize("prompt, answer, expected", [
+    ("第1", "2个", ["第", "1", "2", "个"]),
+    ("x9", " hello", ["x", "9", " hello"]),
+    ("共9", "\n\n答", ["共", "9", "\n\n", "答"]),
+    ("第1", "23", ["第", "1", "2", "3"]),
+    ("a1", "b", ["a", "1", "b"]),
+])
+def test_a_final_digit_is_a_clean_cut(tokenizer, prompt, answer, expected):
+    assert pieces(tokenizer, prompt + answer) == expected
+    joint = tokenizer(prompt + answer)["input_ids"]
+    assert joint == tokenizer(prompt)["input_ids"] + tokenizer(answer)["input_ids"]
+    record = {"instruct": prompt, "input": "", "label": answer}
+    batch = SFTCollator(tokenizer)([record])  # offsets, shortcut and separate tokenization all agree
+    assert batch["labels"][0].tolist() == shortcut_labels(tokenizer, record)
+    assert separate_ids_and_labels(tokenizer, record) == (batch["input_ids"][0].tolist(), batch["labels"][0].tolist())
