@@ -191,3 +191,120 @@ def plot_label_grid(
         ax.set_title(title, fontsize=10, fontfamily=families, loc="left")
     fig.tight_layout()
     return fig
+
+
+def plot_stream_blocks(tokenizer, stream: Sequence[int], block_size: int, separator_id: int, *, title: str | None = None):
+    """Draw pretraining's stream cut into blocks, one block per line; returns the Figure.
+
+    Introduced in notebook 07_packing. Cells are muted, shaded by document (two alternating
+    shades), with the separator (eos) cells dark. What the eye should find is red: the
+    positions whose token an eos is asked to predict, i.e. the first token of the next
+    document when that eos is not the last token of its block (a target that crosses
+    documents). A token right after an eos that starts a new block is never a target; it gets
+    a dashed red outline. Legend entries appear only for what is drawn.
+    """
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Patch, Rectangle
+
+    ids = _as_list(stream)
+    if block_size < 1:
+        raise ValueError(f"block_size must be a positive integer, got {block_size!r}")
+    families, drawable = _font_setup()
+    document, documents = 0, []
+    for token in ids:
+        documents.append(document)
+        document += token == separator_id
+    after_separator = [p + 1 for p, token in enumerate(ids[:-1]) if token == separator_id]
+    crossing = {p for p in after_separator if p % block_size}
+    block_start = {p for p in after_separator if p % block_size == 0}
+    shades = ("#dfe7f2", "#f2eadb")  # pale blue, pale sand: one per document, alternating
+    n_blocks = -(-len(ids) // block_size)
+    fig, ax = plt.subplots(figsize=(1.2 + 0.62 * block_size, 0.8 + 0.42 * n_blocks))
+    for position, token in enumerate(ids):
+        block, column = divmod(position, block_size)
+        is_separator = token == separator_id
+        face = "#4d4d4d" if is_separator else HIGHLIGHT_COLOR if position in crossing else shades[documents[position] % 2]
+        ax.add_patch(Rectangle((column + 0.04, block + 0.06), 0.92, 0.88, facecolor=face,
+                               edgecolor=HIGHLIGHT_COLOR if position in block_start else "white",
+                               linestyle="--" if position in block_start else "-",
+                               linewidth=1.8 if position in block_start else 0.6))
+        text = "eos" if is_separator else token_display_text(tokenizer.decode([token]), drawable)
+        size = 8 if len(text) <= 4 else max(5, 8 * 4 / len(text))
+        ax.text(column + 0.5, block + 0.5, text, ha="center", va="center", fontsize=size, fontfamily=families,
+                color="white" if is_separator or position in crossing else "#555555")
+    ax.set_xlim(0, block_size)
+    ax.set_ylim(n_blocks, 0)
+    ax.set_xticks([c + 0.5 for c in range(block_size)], [str(c) for c in range(block_size)], fontsize=7)
+    ax.set_yticks([b + 0.5 for b in range(n_blocks)], [str(b) for b in range(n_blocks)], fontsize=7)
+    ax.set_xlabel("position in the block", fontsize=8)
+    ax.set_ylabel("block", fontsize=8)
+    ax.tick_params(length=0)
+    for side in ax.spines.values():
+        side.set_visible(False)
+    legend = [Patch(facecolor=shades[0], label="a document's tokens (shade changes with the document)"),
+              Patch(facecolor="#4d4d4d", label="eos (separator)")]
+    if crossing:
+        legend.append(Patch(facecolor=HIGHLIGHT_COLOR, label="target of the eos before it: the next document's first token"))
+    if block_start:
+        legend.append(Patch(facecolor="white", edgecolor=HIGHLIGHT_COLOR, linestyle="--", linewidth=1.5,
+                            label="after an eos, but first in its block: no target"))
+    ax.legend(handles=legend, loc="upper center", bbox_to_anchor=(0.5, -0.06 - 0.5 / n_blocks), ncol=2,
+              frameon=False, prop={"family": families, "size": 8})
+    if title:
+        ax.set_title(title, fontsize=10, fontfamily=families, loc="left")
+    fig.tight_layout()
+    return fig
+
+
+#: Colours of the memory parts drawn by :func:`plot_memory_stacks`: one colour per part.
+MEMORY_PART_COLORS = {
+    "frozen weights": "#b0b0b0",  # grey: kept, never updated
+    "weights": "#4c72b0",  # blue
+    "master weights": "#8172b3",  # purple: mixed precision's fp32 copy
+    "adapter weights": "#c0392b",  # red: LoRA's A and B
+    "gradients": "#dd8452",  # orange
+    "optimizer states": "#55a868",  # green
+}
+
+
+def plot_memory_stacks(bars: Mapping[str, Mapping[str, int]], *, title: str | None = None, unit: float = 1e9):
+    """Stacked bars of training memory, one bar per setting; returns the Figure.
+
+    Introduced in notebook 06_lora_vs_full. ``bars`` maps a bar's label to its parts (a part
+    name of :data:`MEMORY_PART_COLORS` -> bytes), stacked bottom to top in the mapping's order.
+    Each bar is labelled with its total in GB (``unit`` bytes). A bar whose parts above
+    ``frozen weights`` are under 5 % of its height (a LoRA adapter, its gradients and its
+    optimizer states) gets an arrow and a label giving their size, so that they can be seen.
+    """
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Patch
+
+    fig, ax = plt.subplots(figsize=(9, 4.6))
+    drawn = []
+    tallest = max(sum(parts.values()) for parts in bars.values()) / unit
+    for x, (label, parts) in enumerate(bars.items()):
+        bottom = 0.0
+        for part, size in parts.items():
+            if part not in MEMORY_PART_COLORS:
+                raise ValueError(f"unknown memory part {part!r}; known: {sorted(MEMORY_PART_COLORS)}")
+            ax.bar(x, size / unit, bottom=bottom, width=0.6, color=MEMORY_PART_COLORS[part], edgecolor="white",
+                   linewidth=0.5)
+            bottom += size / unit
+            if part not in drawn:
+                drawn.append(part)
+        ax.text(x, bottom + 0.015 * tallest, f"{bottom:.2f} GB", ha="center", va="bottom", fontsize=9)
+        trained = sum(size for part, size in parts.items() if part != "frozen weights") / unit
+        if "frozen weights" in parts and trained < 0.1 * bottom:
+            ax.annotate(f"adapter + its gradients\n+ AdamW states: {trained * 1000:.0f} MB", xy=(x + 0.3, bottom),
+                        xytext=(x + 0.05, bottom + 0.2 * tallest), fontsize=8, ha="center",
+                        color=MEMORY_PART_COLORS["adapter weights"],
+                        arrowprops={"arrowstyle": "->", "color": MEMORY_PART_COLORS["adapter weights"]})
+    ax.set_xticks(range(len(bars)), list(bars), fontsize=9)
+    ax.set_ylabel(f"GB ({unit:.0e} bytes)".replace("1e+09", "10⁹"))
+    ax.set_ylim(0, 1.3 * tallest)
+    ax.legend(handles=[Patch(facecolor=MEMORY_PART_COLORS[part], label=part) for part in drawn], loc="upper right",
+              fontsize=8, frameon=False)
+    if title:
+        ax.set_title(title, fontsize=10, loc="left")
+    fig.tight_layout()
+    return fig
