@@ -430,3 +430,15 @@ def test_templates_read_from_the_files_render_like_the_constants(tokenizer, conv
             # and the same text as Qwen's own template (tested against written-out strings above)
             assert from_file == tokenizer.apply_chat_template(conversation, tools=tools, tokenize=False,
                                                               add_generation_prompt=True)
+
+
+def test_the_template_files_are_package_data():
+    """pyproject.toml ships helpers/templates/*.jinja with the package (a built wheel holds both files)."""
+    import fnmatch
+    import tomllib
+
+    setuptools = tomllib.loads((TEMPLATE_FILES.parent.parent / "pyproject.toml").read_text(encoding="utf-8"))["tool"]["setuptools"]
+    assert "helpers.templates" in setuptools["packages"]
+    patterns = setuptools["package-data"]["helpers.templates"]
+    for template in TEMPLATE_FILES.glob("*.jinja"):
+        assert any(fnmatch.fnmatch(template.name, pattern) for pattern in patterns), template.name
