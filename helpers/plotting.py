@@ -308,3 +308,72 @@ def plot_memory_stacks(bars: Mapping[str, Mapping[str, int]], *, title: str | No
         ax.set_title(title, fontsize=10, loc="left")
     fig.tight_layout()
     return fig
+
+
+def plot_label_rows(
+    rows: Mapping[str, tuple],
+    *,
+    highlight_id: int | None = None,
+    highlight_label: str = "highlighted",
+    title: str | None = None,
+):
+    """Draw token windows one above the other, each row with its own tokens and labels; returns the Figure.
+
+    Introduced in notebook 02_pad_eos_pitfalls. Where :func:`plot_label_grid` draws several
+    labellings of *one* token sequence, here every row has its own ``input_ids`` (the variants
+    of 02 pad with different tokens). ``rows`` maps a row name to ``(tokenizer, input_ids,
+    labels, attention_mask)``, all of the same length, drawn top to bottom. Each cell shows the
+    token's text and its label: green where trained, grey where -100, hatched where
+    ``attention_mask`` is 0. Real (not padding) positions holding ``highlight_id`` get a red
+    outline, explained in the legend by ``highlight_label``: with pad == eos, only the eos that
+    ends the text is outlined, not the padding that is the same token.
+    """
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Patch, Rectangle
+
+    families, drawable = _font_setup()
+    prepared = []
+    for name, (tokenizer, input_ids, labels, attention_mask) in rows.items():
+        ids, labs, mask = _as_list(input_ids), _as_list(labels), _as_list(attention_mask)
+        if not len(ids) == len(labs) == len(mask):
+            raise ValueError(f"row {name!r}: {len(ids)} ids, {len(labs)} labels, {len(mask)} mask values")
+        texts = [token_display_text(tokenizer.decode([i]), drawable) for i in ids]
+        prepared.append((name, ids, labs, mask, texts))
+    columns = max(len(ids) for _, ids, _, _, _ in prepared)
+    fig, ax = plt.subplots(figsize=(2.2 + 1.2 * columns, 1.0 + 0.62 * len(prepared)))
+    any_padding = any_marked = False
+    for r, (name, ids, labs, mask, texts) in enumerate(prepared):
+        for column, (token_id, label, attended, text) in enumerate(zip(ids, labs, mask, texts)):
+            marked = highlight_id is not None and token_id == highlight_id and attended != 0
+            any_padding |= attended == 0
+            any_marked |= marked
+            ax.add_patch(Rectangle(
+                (column + 0.04, r + 0.04), 0.92, 0.92,
+                facecolor=IGNORED_COLOR if label == IGNORE_INDEX else TRAINED_COLOR,
+                edgecolor=HIGHLIGHT_COLOR if marked else "white",
+                linewidth=2.2 if marked else 0.8,
+                hatch=PAD_HATCH if attended == 0 else None,
+            ))
+            size = 9.5 if len(text) <= 9 else max(6.5, 9.5 * 9 / len(text))
+            ax.text(column + 0.5, r + 0.36, text, ha="center", va="center", fontsize=size, fontfamily=families)
+            ax.text(column + 0.5, r + 0.74, str(label), ha="center", va="center", fontsize=6.5,
+                    fontfamily=families, color="#333333" if label != IGNORE_INDEX else "#8a1c1c")
+        ax.text(-0.15, r + 0.5, name, ha="right", va="center", fontsize=9, fontfamily=families)
+    ax.set_xlim(-2.5, columns + 0.05)
+    ax.set_ylim(len(prepared), 0)
+    ax.set_axis_off()
+    legend = [
+        Patch(facecolor=TRAINED_COLOR, label="trained: label = token id"),
+        Patch(facecolor=IGNORED_COLOR, label="ignored: label = -100"),
+    ]
+    if any_padding:
+        legend.append(Patch(facecolor="white", edgecolor="#555555", hatch=PAD_HATCH,
+                            label="padding (attention_mask = 0)"))
+    if any_marked:
+        legend.append(Patch(facecolor="white", edgecolor=HIGHLIGHT_COLOR, linewidth=2, label=highlight_label))
+    ax.legend(handles=legend, loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=2,
+              frameon=False, prop={"family": families, "size": 8})
+    if title:
+        ax.set_title(title, fontsize=10, fontfamily=families, loc="left")
+    fig.tight_layout()
+    return fig

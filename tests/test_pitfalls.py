@@ -235,6 +235,6 @@ def test_ensure_embedding_rows_grows_and_never_shrinks(tokenizer, pad_tokenizer,
     assert small.get_input_embeddings().num_embeddings == 151680  # not resized again
 
 
-# Notebook 02's headline on the full recipe (A never stops, B always does) is not trained again
-# here: 02 trains both and nbval compares its "stop 0/5" and "stop 5/5" lines; the short runs
-# above check the same mechanism on a shrunken recipe.
+# Notebook 02's headline on the full recipe (A and D never stop, B, C and E always do) is not
+# trained again here: 02 trains all five, asserts the stop counts in the cell that prints the table,
+# and nbval compares the table; the short runs above check the same mechanism on a shrunken recipe.
