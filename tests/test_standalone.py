@@ -97,7 +97,7 @@ def run_alone(directory, piece, script, extra_files=(), timeout=300):
             (folder / name).symlink_to(directory / name)
     env = {key: value for key, value in os.environ.items() if key not in ("PYTHONPATH", "PYTHONSTARTUP")}
     env.update(PYTHONPATH=str(folder), OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1", TRANSFORMERS_VERBOSITY="error")
-    code = PRELUDE + textwrap.dedent(script) + EPILOGUE
+    code = f"from pathlib import Path\nPROJECT = Path({str(HELPERS.parent)!r})\n" + PRELUDE + textwrap.dedent(script) + EPILOGUE
     result = subprocess.run([sys.executable, "-c", code], cwd=folder, env=env, capture_output=True, text=True,
                             timeout=timeout)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -115,6 +115,11 @@ def test_collators_copied_alone(workdir, tokenizer, records):
         import collators
         from collators import ChatSFTCollator, DataError, Fields, PretrainCollator, SFTCollator
         assert Path(collators.__file__).parent == Path.cwd()
+        try:
+            import helpers
+        except ImportError:
+            out["helpers_importable"] = False
+        out["project_on_path"] = any(Path(entry or ".").resolve() == PROJECT for entry in sys.path)
         assert tokenizer.is_fast
         lists = lambda batch: {key: value.tolist() for key, value in batch.items()}
         out["pretrain"] = lists(PretrainCollator(tokenizer)(records))
@@ -129,6 +134,7 @@ def test_collators_copied_alone(workdir, tokenizer, records):
         except DataError as error:
             out["missing"] = str(error)
     """, extra_files=["templates/qwen2.5_assistant_only.jinja"])
+    assert out["helpers_importable"] is False and out["project_on_path"] is False
     assert out["pretrain"] == as_lists(PretrainCollator(tokenizer)(records))
     assert out["sft"] == out["sft_fields"] == as_lists(SFTCollator(tokenizer)(records))
     assert out["sft_id"] == as_lists(SFTCollator(tokenizer, mask_pad="id")(records))
