@@ -72,3 +72,15 @@ def test_memory_figure_has_a_colour_per_part_and_points_at_the_adapter():
 def test_memory_figure_refuses_an_unknown_part():
     with pytest.raises(ValueError, match="unknown memory part"):
         plot_memory_stacks({"x": {"activations": 1}})
+
+
+@pytest.mark.parametrize("trained_share, arrows", [(0.09, 1), (0.11, 0)])
+def test_memory_figure_points_at_trained_parts_under_a_tenth_of_the_bar(trained_share, arrows):
+    """The docstring's threshold is the code's: parts above the frozen weights under 10 % get an arrow."""
+    from matplotlib.text import Annotation
+
+    trained = int(1000 * trained_share)
+    fig = plot_memory_stacks({"LoRA": {"frozen weights": 1000 - trained, "adapter weights": trained}}, unit=1)
+    assert sum(isinstance(t, Annotation) for t in fig.axes[0].texts) == arrows
+    assert "under 10 % of its height" in " ".join(plot_memory_stacks.__doc__.split())
+    plt.close(fig)
