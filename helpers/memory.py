@@ -432,10 +432,11 @@ def saved_activation_bytes(model: torch.nn.Module, batch: dict) -> int:
     Introduced in notebooks/appendix/04_memory_measured. These are the "activations" that
     come on top of the training state: they grow with the batch size and the sequence length
     (linearly in the length with sdpa attention on rows without padding), and with the
-    model's depth, width and vocabulary size. With a padding ``attention_mask``, transformers'
-    sdpa path on a CPU keeps per layer a float (batch, 1, length, length) mask, and the keys
-    and values repeated to every query head instead of the key/value heads' own (it calls
-    ``repeat_kv`` when a mask is present: ``use_gqa_in_sdpa``); eager attention keeps
+    model's depth, width and vocabulary size. With a padding ``attention_mask``, transformers
+    passes one bool (batch, 1, length, length) mask to every layer; on a CPU, PyTorch's SDPA
+    kernel converts it to a float copy in each layer, which autograd keeps. transformers also
+    repeats the keys and values to every query head instead of the key/value heads' own (it
+    calls ``repeat_kv`` when a mask is present: ``use_gqa_in_sdpa``); eager attention keeps
     length x length scores per head. Parameters that autograd also keeps are not counted (they are
     already in the weights), nor are tensors that share storage counted twice. The forward pass runs in ``model``'s current mode and no gradients are stored.
     """
