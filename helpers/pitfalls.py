@@ -260,9 +260,11 @@ TABLE_COLUMNS = ("variant", "pad token", "mask_pad", "eos appended", "stop ids",
                  "exact recall", "mean new tokens", "p(eos)")
 
 
-def results_table(runs: Sequence[VariantRun], tail_index: int | None = 1, tail_length: int = 6) -> str:
+def results_table(runs: Sequence[VariantRun], tail_index: int | None = 1, tail_length: int = 6, *,
+                  stop_ids: bool = True) -> str:
     """A fixed-width text table, one row per run; the last column is the tail of the raw ids
-    generated for record ``tail_index`` (``None``: no such column).
+    generated for record ``tail_index`` (``None``: no such column). ``stop_ids=False`` leaves
+    out the stop-ids column, for a table whose runs all stop on the same ids.
 
     Introduced in notebook 02_pad_eos_pitfalls. ``stop`` and ``exact recall`` are counts out
     of the number of records; ``p(eos)`` is the mean probability of eos after the full
@@ -270,6 +272,7 @@ def results_table(runs: Sequence[VariantRun], tail_index: int | None = 1, tail_l
     """
     header = TABLE_COLUMNS + (() if tail_index is None else (f"tail of record {tail_index}'s ids",))
     rows = []
+    skip = set() if stop_ids else {TABLE_COLUMNS.index("stop ids")}
     for run in runs:
         m, tok, v = run.measurement, run.tokenizer, run.variant
         rows.append((
@@ -283,6 +286,7 @@ def results_table(runs: Sequence[VariantRun], tail_index: int | None = 1, tail_l
             f"{m.mean_new_tokens:.1f}",
             f"{m.mean_eos_probability:.2f}",
         ) + (() if tail_index is None else (" ".join(str(i) for i in m.tail(tail_index, tail_length)),)))
+    header, *rows = [tuple(cell for i, cell in enumerate(line) if i not in skip) for line in (header, *rows)]
     widths = [max(len(str(cell)) for cell in column) for column in zip(header, *rows)]
     lines = ["  ".join(cell.ljust(width) for cell, width in zip(line, widths)).rstrip() for line in (header, *rows)]
     lines.insert(1, "  ".join("-" * width for width in widths))

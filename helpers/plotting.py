@@ -30,6 +30,8 @@ TRAINED_COLOR = "#9fd8b0"  # light green: this position adds to the loss
 IGNORED_COLOR = "#d4d4d4"  # light grey: label -100, no loss
 HIGHLIGHT_COLOR = "#c0392b"  # red outline for positions the caller wants to point at
 PAD_HATCH = "///"
+TRAINED_HATCH_COLOR = "#3f8f5a"  # dark green hatching: trained padding (plot_label_rows)
+IGNORED_HATCH_COLOR = "#a0a0a0"  # dark grey hatching: ignored padding (plot_label_rows)
 BASE_FAMILY = "DejaVu Sans"  # matplotlib's bundled default font
 #: Visible stand-ins for whitespace inside a token.
 WHITESPACE_SIGNS = {" ": "\u2423", "\n": "\u21b5", "\t": "\u2192", "\r": "\u240d"}
@@ -324,9 +326,11 @@ def plot_label_rows(
     of 02 pad with different tokens). ``rows`` maps a row name to ``(tokenizer, input_ids,
     labels, attention_mask)``, all of the same length, drawn top to bottom. Each cell shows the
     token's text and its label: green where trained, grey where -100, hatched where
-    ``attention_mask`` is 0. Real (not padding) positions holding ``highlight_id`` get a red
+    ``attention_mask`` is 0 (dark green hatching on green, dark grey on grey, so trained and
+    ignored padding stay apart). Real (not padding) positions holding ``highlight_id`` get a red
     outline, explained in the legend by ``highlight_label``: with pad == eos, only the eos that
-    ends the text is outlined, not the padding that is the same token.
+    ends the text is outlined, not the padding that is the same token. The row names are the
+    y-axis labels (e.g. ``"A: pad = eos, masked by id"``), so the left margin fits them.
     """
     import matplotlib.pyplot as plt
     from matplotlib.patches import Patch, Rectangle
@@ -340,7 +344,8 @@ def plot_label_rows(
         texts = [token_display_text(tokenizer.decode([i]), drawable) for i in ids]
         prepared.append((name, ids, labs, mask, texts))
     columns = max(len(ids) for _, ids, _, _, _ in prepared)
-    fig, ax = plt.subplots(figsize=(2.2 + 1.2 * columns, 1.0 + 0.62 * len(prepared)))
+    fig, ax = plt.subplots(figsize=(0.6 + 0.07 * max(len(name) for name, *_ in prepared) + 1.2 * columns,
+                                    1.0 + 0.62 * len(prepared)))
     any_padding = any_marked = False
     for r, (name, ids, labs, mask, texts) in enumerate(prepared):
         for column, (token_id, label, attended, text) in enumerate(zip(ids, labs, mask, texts)):
@@ -353,15 +358,19 @@ def plot_label_rows(
                 edgecolor=HIGHLIGHT_COLOR if marked else "white",
                 linewidth=2.2 if marked else 0.8,
                 hatch=PAD_HATCH if attended == 0 else None,
+                hatchcolor=IGNORED_HATCH_COLOR if label == IGNORE_INDEX else TRAINED_HATCH_COLOR,
             ))
             size = 9.5 if len(text) <= 9 else max(6.5, 9.5 * 9 / len(text))
             ax.text(column + 0.5, r + 0.36, text, ha="center", va="center", fontsize=size, fontfamily=families)
             ax.text(column + 0.5, r + 0.74, str(label), ha="center", va="center", fontsize=6.5,
                     fontfamily=families, color="#333333" if label != IGNORE_INDEX else "#8a1c1c")
-        ax.text(-0.15, r + 0.5, name, ha="right", va="center", fontsize=9, fontfamily=families)
-    ax.set_xlim(-2.5, columns + 0.05)
+    ax.set_xlim(0, columns + 0.05)
     ax.set_ylim(len(prepared), 0)
-    ax.set_axis_off()
+    ax.set_yticks([r + 0.5 for r in range(len(prepared))], [name for name, *_ in prepared],
+                  fontsize=9, fontfamily=families)
+    ax.tick_params(left=False, bottom=False, labelbottom=False)
+    for spine in ax.spines.values():
+        spine.set_visible(False)
     legend = [
         Patch(facecolor=TRAINED_COLOR, label="trained: label = token id"),
         Patch(facecolor=IGNORED_COLOR, label="ignored: label = -100"),

@@ -12,7 +12,9 @@ from matplotlib.colors import to_hex  # noqa: E402
 from matplotlib.patches import Rectangle  # noqa: E402
 
 from helpers import VARIANTS, add_pad_token  # noqa: E402
-from helpers.plotting import HIGHLIGHT_COLOR, IGNORED_COLOR, TRAINED_COLOR, plot_label_rows  # noqa: E402
+from helpers.plotting import (  # noqa: E402
+    HIGHLIGHT_COLOR, IGNORED_COLOR, IGNORED_HATCH_COLOR, TRAINED_COLOR, TRAINED_HATCH_COLOR, plot_label_rows,
+)
 from post_facts import EOS_ID  # noqa: E402
 
 
@@ -25,7 +27,7 @@ def rows(tokenizer, records):
         batch = VARIANTS[name].collator(tok)(records[:2])
         end = int(batch["attention_mask"][1].sum())
         window = slice(end - 4, end + 3)
-        drawn[name] = (tok, batch["input_ids"][1, window], batch["labels"][1, window], batch["attention_mask"][1, window])
+        drawn[f"{name}: {tok.pad_token} pads"] = (tok, batch["input_ids"][1, window], batch["labels"][1, window], batch["attention_mask"][1, window])
     return drawn
 
 
@@ -48,7 +50,8 @@ def test_each_row_shows_its_own_tokens_and_labels(rows):
     assert outlined == [3, 10]  # the eos that ends the text; A's padding (eos ids too) is not outlined
     texts = [t.get_text() for t in fig.axes[0].texts]
     assert "[PAD]" in texts and "<|endoftext|>" in texts and "-100" in texts and str(EOS_ID) in texts
-    assert {"A", "C"} <= set(texts)
+    names = [t.get_text() for t in fig.axes[0].get_yticklabels()]
+    assert names == ["A: <|endoftext|> pads", "C: [PAD] pads"]  # each row labelled with its setting, top to bottom
     legend = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
     assert legend == ["trained: label = token id", "ignored: label = -100", "padding (attention_mask = 0)",
                       "eos in the input"]
@@ -57,7 +60,19 @@ def test_each_row_shows_its_own_tokens_and_labels(rows):
     plt.close(fig)
 
 
+def test_hatched_padding_keeps_trained_and_ignored_apart(rows):
+    tok, ids, labels, mask = rows["A: <|endoftext|> pads"]
+    trained = labels.clone()
+    trained[mask == 0] = ids[mask == 0]  # the same padding, trained (variant E's labels)
+    fig = plot_label_rows({"ignored": (tok, ids, labels, mask), "trained": (tok, ids, trained, mask)})
+    patches = cells(fig)
+    hatch_colours = {to_hex(p.get_hatchcolor()) for p, m in zip(patches, list(mask) * 2) if m == 0}
+    assert hatch_colours == {IGNORED_HATCH_COLOR, TRAINED_HATCH_COLOR} and IGNORED_HATCH_COLOR != TRAINED_HATCH_COLOR
+    assert fig.axes[0].get_xlim()[0] == 0  # no empty margin left of the first cell: the names are tick labels
+    plt.close(fig)
+
+
 def test_rows_of_unequal_parts_are_refused(rows, tokenizer):
-    tok, ids, labels, mask = rows["A"]
+    tok, ids, labels, mask = rows["A: <|endoftext|> pads"]
     with pytest.raises(ValueError, match="row 'bad'"):
         plot_label_rows({"bad": (tok, ids, labels[:-1], mask)})

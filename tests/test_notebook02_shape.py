@@ -47,3 +47,18 @@ def test_appendices_link_back_and_are_linked_from_the_core():
         assert f"appendix/{path.name}" in core, path.name
         first = "".join(cells(path)[0]["source"])
         assert "Branches off [02 Pad and eos pitfalls](../02_pad_eos_pitfalls.ipynb)" in first, path.name
+
+
+def test_review_wording_stays_true():
+    """The 21/22 review of notebook 02: claims that were too broad stay narrowed."""
+    core = markdown(CORE)
+    assert "Every plain-format training text" in core  # 06's ChatML targets end with <|im_end|> instead
+    assert "reconstruction of the post's anecdote" in core and "this series' assumption" in core
+    assert "checked in the [appendix" not in core and "guaranteed by construction" in core
+    assert "Notebooks 04, 05 and 07" not in core
+    assert 'Variant(name="F", pad_token="[PAD]", mask_pad=False,' in core  # keyword arguments
+    padding_idx = markdown(NOTEBOOKS / "appendix" / "02_padding_idx_and_resizing.ipynb")
+    assert "copies every special-token id" not in padding_idx and "eos, bos and pad" in padding_idx
+    assert "learn only as a prediction target" not in padding_idx
+    variants = markdown(NOTEBOOKS / "appendix" / "02_variants_up_close.ipynb")
+    assert "no training shaped" not in variants and "usually truncated" not in variants

@@ -115,6 +115,15 @@ def test_results_table_without_the_tail_column(tokenizer):
     assert row.endswith("0.20")
 
 
+def test_results_table_can_leave_out_the_stop_ids(tokenizer):
+    run = VariantRun(VARIANTS["B"], tokenizer, None, None, fake_measurement())
+    header, _, row = results_table([run], tail_index=None, stop_ids=False).splitlines()
+    assert "stop ids" not in header and header.split() == ["variant", "pad", "token", "mask_pad", "eos", "appended", "stop",
+                                                           "exact", "recall", "mean", "new", "tokens", "p(eos)"]
+    assert row.endswith("0.20") and "151643," not in row
+    assert "stop ids" in results_table([run], tail_index=None).splitlines()[0]
+
+
 def test_loss_ceiling_is_a_coarse_bound():
     assert loss_ceiling(0.064) == loss_ceiling(0.065) == 0.1
     assert loss_ceiling(12.14) == 20.0 and loss_ceiling(0.0) == 0.01 and loss_ceiling(1e9) == float("inf")
