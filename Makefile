@@ -37,21 +37,24 @@ lab: setup
 	$(VENV)/bin/jupyter lab --ServerApp.root_dir="$(CURDIR)" --LabApp.default_url=/lab/tree/notebooks $(LAB_ARGS)
 
 # make test: what a learner runs. The unit tests (with the documentation examples of helpers/),
-# then every notebook once (numbered, then notebooks/appendix/), with this machine's own settings,
-# each cell's output compared with the stored one. The comparison (tests/nbval_numbers.py, loaded
-# by conftest.py) lets a printed decimal differ by one unit of its last digit, since rounding
-# differs between CPUs, and compares everything else exactly. Checkpoints go to a fresh folder
-# under build/, so a run never depends on what a learner left in outputs/. docs/testing.md says
-# why; `make test-portable` (CI runs it after this) tries other CPU settings.
+# then every notebook once (numbered, then notebooks/appendix/), with this machine's own
+# settings, each cell's output compared with the stored one. The comparison (tests/nbval_numbers.py,
+# loaded by conftest.py) lets a printed decimal differ by one unit of its last digit, since
+# rounding differs between CPUs, and compares everything else exactly. Checkpoints go to a fresh
+# folder under build/, so a run never depends on what a learner left in outputs/. docs/testing.md
+# says why; `make test-portable` (CI runs it after this) tries other CPU settings.
+# The unit tests first (two halves side by side), then the notebooks alone: run beside the
+# unit tests, even at the lowest priority (nice 19), the notebooks' threads wait for each other
+# and the pass took 637 s instead of 389 s here. A fresh clone: about 10 minutes on 2 cores.
 test: setup
 	status=0; \
 	$(MAKE) --no-print-directory -k -j2 --output-sync=target test-units-a test-units-b || status=1; \
 	$(MAKE) --no-print-directory test-notebooks || status=1; \
 	exit $$status
 
-# The unit tests in two halves side by side, one PyTorch thread each (a multi-threaded job
-# beside another waits for its threads at every operation: more than twice as slow here).
-# The half that starts notebooks, scripts or servers in processes of its own takes as long as the rest.
+# The unit tests in two halves, one PyTorch thread each (a multi-threaded job beside another
+# waits for its threads at every operation: more than twice as slow here). The half that starts
+# notebooks, scripts or servers in processes of its own takes about as long as the rest.
 PROCESS_TESTS := tests/test_real_model_path.py tests/test_scripts.py tests/test_train_qwen05b_shape.py tests/test_lab.py
 DOCTESTS := --doctest-modules helpers
 test-units: test-units-a test-units-b
