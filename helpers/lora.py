@@ -46,7 +46,16 @@ LORA_SCHEMES: dict[str, dict[str, int]] = {
 
 @dataclass(frozen=True)
 class LoraSettings:
-    """What :func:`apply_lora` adds to a model (the fields of ``peft.LoraConfig`` the series uses)."""
+    """What :func:`apply_lora` adds to a model (the fields of ``peft.LoraConfig`` the series uses).
+
+    >>> settings = LoraSettings(r=4, target_modules=("q_proj", "v_proj"))
+    >>> settings.r, settings.lora_alpha, settings.target_modules
+    (4, 16, ('q_proj', 'v_proj'))
+    >>> LoraSettings(r=0)
+    Traceback (most recent call last):
+    ...
+    ValueError: LoraSettings.r must be a positive integer, got 0
+    """
 
     r: int = 8  # rank of each update B A: the adapter's width
     lora_alpha: int = 16  # the update is scaled by lora_alpha / r (here 2)
@@ -73,7 +82,12 @@ class LoraSettings:
             raise ValueError("LoraSettings.token_layers names layers but trainable_token_indices is empty")
 
     def to_peft_config(self):
-        """The equivalent ``peft.LoraConfig`` for a causal LM."""
+        """The equivalent ``peft.LoraConfig`` for a causal LM.
+
+        >>> config = LoraSettings().to_peft_config()
+        >>> config.r, config.lora_alpha, config.task_type, sorted(config.target_modules)[:3]
+        (8, 16, 'CAUSAL_LM', ['down_proj', 'gate_proj', 'k_proj'])
+        """
         from peft import LoraConfig
 
         return LoraConfig(
@@ -94,7 +108,13 @@ class LoraSettings:
         return list(self.trainable_token_indices)
 
     def describe(self) -> str:
-        """A short label, e.g. ``r=8, alpha 16, q/k/v/o/gate/up/down``."""
+        """A short label, e.g. ``r=8, alpha 16, q/k/v/o/gate/up/down``.
+
+        >>> LoraSettings().describe()
+        'r=8, alpha 16, q/k/v/o/gate/up/down'
+        >>> LoraSettings(r=4, target_modules=("q_proj", "v_proj"), trainable_token_indices=(151645,)).describe()
+        'r=4, alpha 16, q/v + rows 151645'
+        """
         names = "/".join(name.removesuffix("_proj") for name in self.target_modules)
         text = f"r={self.r}, alpha {self.lora_alpha}, {names}"
         if self.trainable_token_indices:
@@ -119,6 +139,15 @@ def targeted_linears(model: torch.nn.Module, settings: LoraSettings) -> dict[str
 
     Introduced in notebook 06_lora_vs_full. Raises ``ValueError`` naming any target that
     matches no linear layer, instead of letting a typo adapt nothing.
+
+    >>> from helpers import load_model
+    >>> layers = targeted_linears(load_model(), LoraSettings())
+    >>> len(layers), sorted(layers)[0]  # 7 projections x 2 layers of the tiny model
+    (14, 'model.layers.0.mlp.down_proj')
+    >>> targeted_linears(load_model(), LoraSettings(target_modules=("q_prj",)))
+    Traceback (most recent call last):
+    ...
+    ValueError: LoraSettings.target_modules names no nn.Linear of this model: ['q_prj']
     """
     found = {
         name: module for name, module in model.named_modules()
@@ -139,6 +168,13 @@ def expected_lora_parameters(model: torch.nn.Module, settings: LoraSettings) -> 
     trainable token index, times the layers of ``token_layers`` on an untied model (peft trains one
     shared copy when the weights are tied or ``token_layers`` is empty). Compare with
     :func:`count_trainable_parameters` after wrapping.
+
+    >>> from helpers import load_model
+    >>> model = load_model()
+    >>> expected_lora_parameters(model, LoraSettings())
+    22528
+    >>> expected_lora_parameters(model, LoraSettings(r=4, target_modules=("q_proj", "v_proj")))
+    1792
     """
     total = sum(settings.r * (layer.in_features + layer.out_features)
                 for layer in targeted_linears(model, settings).values())
@@ -156,6 +192,11 @@ def apply_lora(model: torch.nn.Module, settings: LoraSettings = LoraSettings()):
     Introduced in notebook 06_lora_vs_full; ``scripts/train_qwen05b_shape.py --lora`` uses it
     too. ``model`` is modified in place (its targeted layers are replaced by LoRA layers),
     so wrap a copy when the base must stay untouched. Works on the ``meta`` device.
+
+    >>> from helpers import load_model
+    >>> wrapped = apply_lora(load_model(), LoraSettings())
+    >>> type(wrapped).__name__, count_trainable_parameters(wrapped)
+    ('PeftModelForCausalLM', 22528)
     """
     from peft import get_peft_model
 
@@ -170,6 +211,14 @@ def load_lora_adapter(base_model: torch.nn.Module, directory: str | os.PathLike)
     Introduced in notebook 06_lora_vs_full. ``base_model`` must be the model the adapter was
     trained on (the adapter stores only its own weights); it is modified in place. The
     returned model is in eval mode with the adapter frozen (peft's ``is_trainable=False``).
+
+    >>> import tempfile
+    >>> from helpers import load_model
+    >>> with tempfile.TemporaryDirectory() as directory:
+    ...     apply_lora(load_model(), LoraSettings()).save_pretrained(directory)
+    ...     loaded = load_lora_adapter(load_model(), directory)
+    >>> type(loaded).__name__, count_trainable_parameters(loaded), loaded.training
+    ('PeftModelForCausalLM', 0, False)
     """
     from peft import PeftModel
 
@@ -183,6 +232,13 @@ def count_trainable_parameters(model: torch.nn.Module) -> int:
     """Numbers with ``requires_grad=True`` (what the optimizer updates).
 
     Introduced in notebook 06_lora_vs_full.
+
+    >>> layer = torch.nn.Linear(4, 2)
+    >>> count_trainable_parameters(layer)
+    10
+    >>> _ = layer.bias.requires_grad_(False)
+    >>> count_trainable_parameters(layer)
+    8
     """
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
@@ -192,6 +248,11 @@ class LoraMemoryEstimate:
     """Bytes of LoRA's training state under one scheme of :data:`LORA_SCHEMES`.
 
     Returned by :func:`estimate_lora_training_memory` (notebook 06_lora_vs_full).
+
+    >>> estimate = LoraMemoryEstimate(1000, 10, "fp32", {"frozen weights": 4000, "adapter weights": 40,
+    ...                                                  "gradients": 40, "optimizer states": 80})
+    >>> estimate.total, estimate.training_state
+    (4160, 120)
     """
 
     n_frozen: int  # numbers that are not trained: no gradient, no optimizer state
@@ -201,11 +262,20 @@ class LoraMemoryEstimate:
 
     @property
     def total(self) -> int:
+        """Bytes of all the parts together.
+
+        >>> estimate_lora_training_memory(1000, 10).total
+        4160
+        """
         return sum(self.parts.values())
 
     @property
     def training_state(self) -> int:
-        """Gradients + optimizer states: what training adds on top of the weights."""
+        """Gradients + optimizer states: what training adds on top of the weights.
+
+        >>> estimate_lora_training_memory(1000, 10).training_state
+        120
+        """
         return self.parts["gradients"] + self.parts["optimizer states"]
 
 
@@ -216,6 +286,11 @@ def estimate_lora_training_memory(n_frozen: int, n_trainable: int, scheme: str =
     Introduced in notebook 06_lora_vs_full. ``scheme`` is a key of :data:`LORA_SCHEMES`.
     Activations are not included (they depend on the batch; with LoRA the frozen layers still
     keep theirs, since the gradient must flow through them to earlier adapters).
+
+    >>> estimate_lora_training_memory(1000, 10).parts
+    {'frozen weights': 4000, 'adapter weights': 40, 'gradients': 40, 'optimizer states': 80}
+    >>> estimate_lora_training_memory(1000, 10, "bf16").total
+    2160
     """
     if scheme not in LORA_SCHEMES:
         raise ValueError(f"scheme must be one of {sorted(LORA_SCHEMES)}, got {scheme!r}")
@@ -240,6 +315,11 @@ class MeasuredTrainingState:
     """Bytes of the gradients and optimizer state that really exist, tensor by tensor.
 
     Returned by :func:`measure_training_state` (notebook 06_lora_vs_full).
+
+    >>> state = MeasuredTrainingState(gradients=40, params_with_gradient=2,
+    ...                               optimizer_state_bytes={"exp_avg": 40, "exp_avg_sq": 40, "step": 8})
+    >>> state.optimizer_states, state.total
+    (88, 128)
     """
 
     gradients: int  # bytes of every .grad tensor of the model's parameters (frozen ones included)
@@ -248,10 +328,20 @@ class MeasuredTrainingState:
 
     @property
     def optimizer_states(self) -> int:
+        """Bytes of every optimizer state tensor together.
+
+        >>> MeasuredTrainingState(0, 0, {"exp_avg": 40, "exp_avg_sq": 40}).optimizer_states
+        80
+        """
         return sum(self.optimizer_state_bytes.values())
 
     @property
     def total(self) -> int:
+        """Gradients + optimizer states.
+
+        >>> MeasuredTrainingState(40, 2, {"exp_avg": 40, "exp_avg_sq": 40}).total
+        120
+        """
         return self.gradients + self.optimizer_states
 
 
@@ -264,6 +354,14 @@ def measure_training_state(model: torch.nn.Module, optimizer: torch.optim.Optimi
     Call it after ``optimizer.step()`` (AdamW creates its state on the first step) and before
     ``zero_grad()`` (which frees the gradients). These are tensor sizes, not allocator
     statistics: allocator overhead and temporaries are not included.
+
+    >>> layer = torch.nn.Linear(4, 2)  # 10 fp32 numbers: 40 bytes
+    >>> optimizer = torch.optim.AdamW(layer.parameters())
+    >>> layer(torch.ones(1, 4)).sum().backward()
+    >>> optimizer.step()
+    >>> state = measure_training_state(layer, optimizer)
+    >>> state.gradients, state.params_with_gradient, state.optimizer_state_bytes["exp_avg"]
+    (40, 2, 40)
     """
     def unique_bytes(tensors) -> int:
         seen = {(t.data_ptr(), t.numel(), t.dtype): t.numel() * t.element_size() for t in tensors}
@@ -288,6 +386,10 @@ def lora_parameter_counts_on_meta(config, settings: LoraSettings = LoraSettings(
     Introduced in notebook 06_lora_vs_full. The model is built on the ``meta`` device (shapes,
     no storage), so this works for Qwen2.5-0.5B's shape without its weights. ``dtype`` is the
     base weights' dtype; the returned counts do not depend on it.
+
+    >>> from helpers.model import TinyQwenConfig
+    >>> lora_parameter_counts_on_meta(TinyQwenConfig().to_qwen2_config())
+    (9847360, 22528)
     """
     from transformers import Qwen2ForCausalLM
 

@@ -54,6 +54,10 @@ class MemoryEstimate:
     """Bytes of the training state (weights, gradients, optimizer) under one precision scheme.
 
     Returned by :func:`estimate_training_memory` (notebook 04_full_parameter_training).
+
+    >>> estimate = MemoryEstimate(1000, "fp32", {"weights": 4000, "gradients": 4000, "optimizer states": 8000})
+    >>> estimate.total, estimate.bytes_per_param
+    (16000, 16)
     """
 
     n_params: int
@@ -62,10 +66,20 @@ class MemoryEstimate:
 
     @property
     def total(self) -> int:
+        """Bytes of all the parts together.
+
+        >>> estimate_training_memory(1000, "half").total
+        8000
+        """
         return sum(self.parts.values())
 
     @property
     def bytes_per_param(self) -> int:
+        """Bytes per parameter over all copies: the "x 16" of fp32 and mixed, "x 8" of half.
+
+        >>> [estimate_training_memory(1, scheme).bytes_per_param for scheme in SCHEMES]
+        [16, 8, 16]
+        """
         return sum(SCHEMES[self.scheme].values())
 
 
@@ -74,6 +88,11 @@ def estimate_training_memory(n_params: int, scheme: str = "fp32") -> MemoryEstim
 
     Introduced in notebook 04_full_parameter_training. ``scheme`` is a key of
     :data:`SCHEMES`. Activations are not included (see :func:`estimate_peak_memory`).
+
+    >>> estimate_training_memory(1000).parts
+    {'weights': 4000, 'gradients': 4000, 'optimizer states': 8000}
+    >>> estimate_training_memory(1000, "mixed").parts
+    {'weights': 2000, 'master weights': 4000, 'gradients': 2000, 'optimizer states': 8000}
     """
     if scheme not in SCHEMES:
         raise ValueError(f"scheme must be one of {sorted(SCHEMES)}, got {scheme!r}")
@@ -90,6 +109,10 @@ def qwen25_05b_config() -> Qwen2Config:
     Introduced in notebook 04_full_parameter_training: hidden size 896, 24 layers, 14
     attention heads, 2 key/value heads, MLP width 4864, 151,936 embedding rows, tied input
     and output embeddings.
+
+    >>> config = qwen25_05b_config()
+    >>> config.hidden_size, config.num_hidden_layers, config.intermediate_size, config.tie_word_embeddings
+    (896, 24, 4864, True)
     """
     return Qwen2Config(
         vocab_size=151936,
@@ -112,6 +135,12 @@ def count_parameters(model: torch.nn.Module) -> int:
     """Number of distinct parameters (a tied embedding counts once).
 
     Introduced in notebook 04_full_parameter_training.
+
+    >>> count_parameters(torch.nn.Linear(4, 2))
+    10
+    >>> from helpers import load_model
+    >>> count_parameters(load_model())  # the tiny model, its embedding shared with the LM head
+    9847360
     """
     return sum(p.numel() for p in model.parameters())  # parameters() skips shared tensors
 
@@ -122,6 +151,9 @@ def count_parameters_on_meta(config: Qwen2Config) -> int:
     Introduced in notebook 04_full_parameter_training. ``meta`` tensors have a shape but
     no storage, so even a multi-billion-parameter model is "built" instantly and in no
     memory.
+
+    >>> count_parameters_on_meta(qwen25_05b_config())  # Qwen2.5-0.5B: about 0.49 billion
+    494032768
     """
     with torch.device("meta"):
         model = Qwen2ForCausalLM(config)
@@ -135,6 +167,11 @@ class StateBytes:
     Returned by :func:`count_training_state`. A count, not a measurement: gradients and
     AdamW's averages have their parameter's shape by construction, so this agrees with the
     rule of thumb whatever the rule gets wrong. :func:`measure_training_memory` measures.
+
+    >>> state = StateBytes({"weights": 40, "gradients": 40, "optimizer states": 88},
+    ...                    {"exp_avg": 40, "exp_avg_sq": 40, "step": 8})
+    >>> state.total
+    168
     """
 
     parts: dict[str, int]  # "weights", "gradients", "optimizer states" -> bytes
@@ -142,6 +179,11 @@ class StateBytes:
 
     @property
     def total(self) -> int:
+        """Bytes of all the parts together.
+
+        >>> StateBytes({"weights": 40, "gradients": 40}, {}).total
+        80
+        """
         return sum(self.parts.values())
 
 
@@ -166,6 +208,16 @@ def count_training_state(model: torch.nn.Module, optimizer: torch.optim.Optimize
     count, and its 290 ``step`` counters (1,160 bytes for the 0.5B shape) are CPU tensors
     unless AdamW runs fused or capturable, where no CUDA allocator sees them. Call it after
     an ``optimizer.step()`` (AdamW creates its state on the first) and before ``zero_grad()``.
+
+    >>> layer = torch.nn.Linear(4, 2)  # 10 fp32 numbers: 40 bytes
+    >>> optimizer = torch.optim.AdamW(layer.parameters())
+    >>> layer(torch.ones(1, 4)).sum().backward()
+    >>> optimizer.step()
+    >>> state = count_training_state(layer, optimizer)
+    >>> state.parts
+    {'weights': 40, 'gradients': 40, 'optimizer states': 88}
+    >>> state.optimizer_state_bytes  # two averages, and one 4-byte step counter per tensor
+    {'exp_avg': 40, 'exp_avg_sq': 40, 'step': 8}
     """
     params = list(model.parameters())
     by_key: dict[str, list[torch.Tensor]] = {}
@@ -199,6 +251,11 @@ class MeasuredMemory:
     weights, forward + backward the gradients, the first optimizer step AdamW's state.
     ``peaks[phase]`` is the most the phase held *above* what existed when it started:
     for forward + backward, the activations and temporaries at their highest.
+
+    >>> measured = MeasuredMemory("by hand", {"weights": 40, "gradients": 40, "optimizer states": 88},
+    ...                           {"load": 40, "forward + backward": 60, "optimizer step": 88}, None, None)
+    >>> measured.total
+    168
     """
 
     method: str  # how the bytes were measured (see measure_training_memory)
@@ -209,6 +266,11 @@ class MeasuredMemory:
 
     @property
     def total(self) -> int:
+        """Bytes of all the parts together.
+
+        >>> MeasuredMemory("by hand", {"weights": 40, "gradients": 40}, {}, None, None).total
+        80
+        """
         return sum(self.parts.values())
 
 
@@ -293,6 +355,17 @@ def measure_training_memory(build_model, batch: dict, build_optimizer, autocast_
     - CPU: the memory events of ``torch.profiler`` (``profile_memory=True``): every
       allocation and free of PyTorch's CPU allocator, to the byte requested. Not seen: what
       libraries (BLAS, oneDNN) or Python allocate by themselves, and malloc's own rounding.
+
+    One step of the tiny model on the CPU (well under a second):
+
+    >>> from helpers import load_model
+    >>> batch = {"input_ids": torch.tensor([[1, 2, 3, 4]]), "labels": torch.tensor([[1, 2, 3, 4]])}
+    >>> measured = measure_training_memory(load_model, batch, lambda model: torch.optim.AdamW(model.parameters()))
+    >>> n = count_parameters(measured.model)
+    >>> list(measured.parts), measured.method.startswith("torch.profiler")
+    (['weights', 'gradients', 'optimizer states'], True)
+    >>> measured.parts["gradients"] >= 4 * n, measured.parts["optimizer states"] >= 8 * n
+    (True, True)
     """
     device = batch["input_ids"].device
     if device.type not in ("cpu", "cuda"):
@@ -336,6 +409,9 @@ class PeakMemoryEstimate:
     """The modelled peak of a training step, part by part.
 
     Returned by :func:`estimate_peak_memory` (notebooks/appendix/04_memory_measured).
+
+    >>> PeakMemoryEstimate("fp32", 2, 16, {"weights": 400, "layer activations": 100}).total
+    500
     """
 
     precision: str  # a key of PRECISIONS
@@ -345,6 +421,11 @@ class PeakMemoryEstimate:
 
     @property
     def total(self) -> int:
+        """Bytes of all the parts together.
+
+        >>> PeakMemoryEstimate("bf16", 1, 8, {"weights": 200, "optimizer states": 400}).total
+        600
+        """
         return sum(self.parts.values())
 
 
@@ -359,6 +440,11 @@ def saved_bytes_per_token_per_layer(config: Qwen2Config, precision: str = "autoc
     key/value heads' width: no repetition without a mask), its output and the softmax's log-sum-exp, and the
     MLP's four intermediate tensors of width ``intermediate_size``. Under autocast each of the
     five projections reading a norm's fp32 output also keeps its own bf16 copy of it.
+
+    >>> from helpers.model import TinyQwenConfig
+    >>> config = TinyQwenConfig().to_qwen2_config()
+    >>> saved_bytes_per_token_per_layer(config, "fp32"), saved_bytes_per_token_per_layer(config)
+    (6424, 4112)
     """
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {sorted(PRECISIONS)}, got {precision!r}")
@@ -396,6 +482,13 @@ def estimate_peak_memory(config: Qwen2Config, batch_size: int, seq_len: int, pre
     ``n_params`` defaults to the count of ``config`` built on the meta device. Not modelled:
     memory that kernels or libraries hold outside the autograd graph (on the H200 log of the
     tiny model, about 0.07 GB), and the allocator's rounding.
+
+    >>> from helpers.model import TinyQwenConfig
+    >>> peak = estimate_peak_memory(TinyQwenConfig().to_qwen2_config(), batch_size=2, seq_len=16, precision="fp32")
+    >>> peak.parts["weights"], peak.parts["gradients"], peak.parts["layer activations"]
+    (39389440, 0, 411136)
+    >>> peak.total
+    176950144
     """
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {sorted(PRECISIONS)}, got {precision!r}")
@@ -439,6 +532,10 @@ def saved_activation_bytes(model: torch.nn.Module, batch: dict) -> int:
     calls ``repeat_kv`` when a mask is present: ``use_gqa_in_sdpa``); eager attention keeps
     length x length scores per head. Parameters that autograd also keeps are not counted (they are
     already in the weights), nor are tensors that share storage counted twice. The forward pass runs in ``model``'s current mode and no gradients are stored.
+
+    >>> layer = torch.nn.Linear(4, 2)
+    >>> saved_activation_bytes(layer, {"input": torch.ones(3, 4)})  # its fp32 input, 3 x 4 x 4 bytes
+    48
     """
     param_storages = {p.untyped_storage().data_ptr() for p in model.parameters()}
     saved: dict[int, int] = {}
@@ -462,6 +559,16 @@ def plot_estimate_vs_measured(estimate: MemoryEstimate, measured: MeasuredMemory
     peak that forward + backward held above the weights (``measured.peaks``): activations and
     temporaries, which the rule leaves out. ``unit`` divides the bytes (MB by default).
     Returns the matplotlib ``Axes``.
+
+    >>> import matplotlib; matplotlib.use("Agg")
+    >>> import matplotlib.pyplot as plt
+    >>> estimate = estimate_training_memory(10)
+    >>> measured = MeasuredMemory("by hand", {"weights": 40, "gradients": 40, "optimizer states": 88},
+    ...                           {"load": 40, "forward + backward": 60, "optimizer step": 88}, None, None)
+    >>> ax = plot_estimate_vs_measured(estimate, measured, unit=1)
+    >>> len(ax.containers), [t.get_text() for t in ax.get_xticklabels()][:3]
+    (3, ['weights', 'gradients', 'optimizer states'])
+    >>> plt.close(ax.figure)
     """
     import matplotlib.pyplot as plt
 

@@ -43,6 +43,12 @@ class Variant:
     tokenizer has (Qwen2.5's base tokenizer: ``<|endoftext|>``, the same token as eos);
     a string adds that token and pads with it. ``mask_pad`` and ``append_eos`` are passed
     to :class:`~helpers.PretrainCollator` unchanged.
+
+    >>> variant = VARIANTS["C"]
+    >>> variant.pad_token, variant.mask_pad, variant.append_eos
+    ('[PAD]', 'id', True)
+    >>> sorted(VARIANTS)
+    ['A', 'B', 'C', 'D', 'E']
     """
 
     name: str
@@ -53,7 +59,14 @@ class Variant:
 
     def collator(self, tokenizer) -> PretrainCollator:
         """The pretraining collator of this variant, for a tokenizer from :func:`variant_tokenizer`
-        (introduced in notebook 02_pad_eos_pitfalls)."""
+        (introduced in notebook 02_pad_eos_pitfalls).
+
+        >>> from helpers import load_tokenizer
+        >>> variant = VARIANTS["D"]
+        >>> collator = variant.collator(variant_tokenizer(variant, load_tokenizer()))
+        >>> collator.mask_pad, collator.append_eos, collator.tokenizer.pad_token
+        (False, False, '[PAD]')
+        """
         return PretrainCollator(tokenizer, append_eos=self.append_eos, mask_pad=self.mask_pad)
 
 
@@ -75,6 +88,14 @@ def add_pad_token(tokenizer, pad_token: str = NEW_PAD_TOKEN):
 
     Introduced in notebook 02_pad_eos_pitfalls. The original tokenizer is left as it was,
     so variants that keep the default pad can go on sharing it.
+
+    >>> from helpers import load_tokenizer
+    >>> tok = load_tokenizer()
+    >>> padded = add_pad_token(tok)
+    >>> padded.pad_token, padded.pad_token_id, len(padded)
+    ('[PAD]', 151665, 151666)
+    >>> tok.pad_token, len(tok)  # the original is unchanged
+    ('<|endoftext|>', 151665)
     """
     padded = copy.deepcopy(tokenizer)
     padded.add_special_tokens({"pad_token": pad_token})
@@ -88,6 +109,14 @@ def variant_tokenizer(variant: Variant, tokenizer):
     tokenizer's default (pad == eos for Qwen2.5); a tokenizer without any pad token gets
     eos as its pad, as Qwen2.5 does. Passing a tokenizer that already has the right pad
     avoids a copy (the notebook shares one ``[PAD]`` tokenizer between variants C and D).
+
+    >>> from helpers import load_tokenizer
+    >>> tok = load_tokenizer()
+    >>> variant_tokenizer(VARIANTS["A"], tok) is tok  # already pads with eos
+    True
+    >>> padded = variant_tokenizer(VARIANTS["C"], tok)
+    >>> padded.pad_token, variant_tokenizer(VARIANTS["D"], padded) is padded
+    ('[PAD]', True)
     """
     if variant.pad_token is None:
         if tokenizer.pad_token is None or tokenizer.pad_token_id != tokenizer.eos_token_id:
@@ -108,6 +137,15 @@ def ensure_embedding_rows(model, tokenizer, pad_to_multiple_of: int = 64) -> boo
     the tiny model) have 151,936 rows for 151,665 tokens (7B and larger: 152,064 rows, untied),
     and ``resize_token_embeddings(len(tokenizer))`` would cut the spare rows. New rows are initialised from the mean of the old ones
     (transformers' ``mean_resizing=True``). Returns whether the matrix was resized.
+
+    >>> from helpers import load_model, load_tokenizer
+    >>> model = load_model()
+    >>> ensure_embedding_rows(model, add_pad_token(load_tokenizer()))  # 151,666 ids fit in 151,936 rows
+    False
+    >>> ensure_embedding_rows(model, range(151_937))  # anything with len() > rows: grown to a multiple of 64
+    True
+    >>> model.get_input_embeddings().num_embeddings
+    152000
     """
     rows = model.get_input_embeddings().num_embeddings
     if len(tokenizer) <= rows:
@@ -121,6 +159,13 @@ class Measurement:
     """Greedy generations for a list of records' prompts, scored against their labels.
 
     Introduced in notebook 02_pad_eos_pitfalls; :func:`measure` builds one.
+
+    >>> from helpers.generation import Generation
+    >>> generations = [Generation("好。", [52801, 1773, 151643], True), Generation("好好", [52801, 52801], False)]
+    >>> m = Measurement(generations, recalled=[True, False], eos_probabilities=[0.75, 0.25],
+    ...                 max_new_tokens=3, stop_token_ids=[151643])
+    >>> m.n, m.stops, m.recalls, m.mean_new_tokens, m.mean_eos_probability
+    (2, 1, 1, 2.5, 0.5)
     """
 
     generations: list[Generation]  # one per record, in record order
@@ -131,29 +176,79 @@ class Measurement:
 
     @property
     def n(self) -> int:
+        """How many generations (records) were measured.
+
+        >>> from helpers.generation import Generation
+        >>> generations = [Generation("好。", [52801, 1773, 151643], True), Generation("好好", [52801, 52801], False)]
+        >>> m = Measurement(generations, recalled=[True, False], eos_probabilities=[0.75, 0.25],
+        ...                 max_new_tokens=3, stop_token_ids=[151643])
+        >>> m.n
+        2
+        """
         return len(self.generations)
 
     @property
     def stops(self) -> int:
-        """How many generations ended on a stop id within the budget."""
+        """How many generations ended on a stop id within the budget.
+
+        >>> from helpers.generation import Generation
+        >>> generations = [Generation("好。", [52801, 1773, 151643], True), Generation("好好", [52801, 52801], False)]
+        >>> m = Measurement(generations, recalled=[True, False], eos_probabilities=[0.75, 0.25],
+        ...                 max_new_tokens=3, stop_token_ids=[151643])
+        >>> m.stops
+        1
+        """
         return sum(g.stopped_on_eos for g in self.generations)
 
     @property
     def recalls(self) -> int:
-        """How many generations reproduced their record's label exactly (stop or not)."""
+        """How many generations reproduced their record's label exactly (stop or not).
+
+        >>> from helpers.generation import Generation
+        >>> generations = [Generation("好。", [52801, 1773, 151643], True), Generation("好好", [52801, 52801], False)]
+        >>> m = Measurement(generations, recalled=[True, False], eos_probabilities=[0.75, 0.25],
+        ...                 max_new_tokens=3, stop_token_ids=[151643])
+        >>> m.recalls
+        1
+        """
         return sum(self.recalled)
 
     @property
     def mean_new_tokens(self) -> float:
-        """Mean number of new tokens per generation (a final stop id included)."""
+        """Mean number of new tokens per generation (a final stop id included).
+
+        >>> from helpers.generation import Generation
+        >>> generations = [Generation("好。", [52801, 1773, 151643], True), Generation("好好", [52801, 52801], False)]
+        >>> m = Measurement(generations, recalled=[True, False], eos_probabilities=[0.75, 0.25],
+        ...                 max_new_tokens=3, stop_token_ids=[151643])
+        >>> m.mean_new_tokens  # (3 + 2) / 2
+        2.5
+        """
         return sum(len(g.token_ids) for g in self.generations) / self.n
 
     @property
     def mean_eos_probability(self) -> float:
+        """Mean of the per-record probabilities of eos after the full training text.
+
+        >>> from helpers.generation import Generation
+        >>> generations = [Generation("好。", [52801, 1773, 151643], True), Generation("好好", [52801, 52801], False)]
+        >>> m = Measurement(generations, recalled=[True, False], eos_probabilities=[0.75, 0.25],
+        ...                 max_new_tokens=3, stop_token_ids=[151643])
+        >>> m.mean_eos_probability
+        0.5
+        """
         return sum(self.eos_probabilities) / len(self.eos_probabilities)
 
     def tail(self, index: int, length: int = 6) -> list[int]:
-        """The last ``length`` raw ids of generation ``index``."""
+        """The last ``length`` raw ids of generation ``index``.
+
+        >>> from helpers.generation import Generation
+        >>> generations = [Generation("好。", [52801, 1773, 151643], True), Generation("好好", [52801, 52801], False)]
+        >>> m = Measurement(generations, recalled=[True, False], eos_probabilities=[0.75, 0.25],
+        ...                 max_new_tokens=3, stop_token_ids=[151643])
+        >>> m.tail(0, length=2)
+        [1773, 151643]
+        """
         return self.generations[index].token_ids[-length:]
 
 
@@ -161,6 +256,9 @@ def prompt_of(record: dict) -> str:
     """The prompt a trained model continues: ``instruct + input`` (the label is the answer).
 
     Introduced in notebook 02_pad_eos_pitfalls.
+
+    >>> prompt_of({"instruct": "Add: ", "input": "1+1=", "label": "2"})
+    'Add: 1+1='
     """
     return record["instruct"] + record["input"]
 
@@ -170,6 +268,12 @@ def next_token_probability(model, tokenizer, text: str, token_id: int) -> float:
     """The model's probability that ``token_id`` comes right after ``text``.
 
     Introduced in notebook 02_pad_eos_pitfalls.
+
+    >>> from helpers import load_model, load_tokenizer
+    >>> tok = load_tokenizer()
+    >>> p = next_token_probability(load_model(), tok, "Hello", tok.eos_token_id)
+    >>> isinstance(p, float), 0.0 < p < 1.0
+    (True, True)
     """
     ids = tokenizer(text, return_tensors="pt")["input_ids"].to(model.device)
     logits = model(input_ids=ids).logits[0, -1].float()
@@ -183,6 +287,12 @@ def measure(model, tokenizer, records: Sequence[dict], max_new_tokens: int, stop
     tokenizer's eos (as in :func:`~helpers.generate`). Exact recall compares the raw decoded
     text (special tokens kept) with the label, so a pad or eos emitted inside the poem does
     not count as a recall.
+
+    >>> from helpers import load_model, load_records, load_tokenizer
+    >>> tok = load_tokenizer()
+    >>> m = measure(load_model(), tok, load_records()[:2], max_new_tokens=2)
+    >>> m.n, m.max_new_tokens, m.stop_token_ids, all(len(g.token_ids) <= 2 for g in m.generations)
+    (2, 2, [151643], True)
     """
     stop_ids = resolve_stop_ids(stop_token_ids, tokenizer)
     generations, recalled, eos_probabilities = [], [], []
@@ -200,7 +310,14 @@ def measure(model, tokenizer, records: Sequence[dict], max_new_tokens: int, stop
 class VariantRun:
     """One variant trained and measured: a row of the results table, and the model behind it.
 
-    Introduced in notebook 02_pad_eos_pitfalls.
+    Introduced in notebook 02_pad_eos_pitfalls. Built by :func:`train_variant`; by hand here:
+
+    >>> from helpers import TrainResult, load_tokenizer
+    >>> from helpers.generation import Generation
+    >>> m = Measurement([Generation("好。", [52801, 1773, 151643], True)], [True], [0.75], 3, [151643])
+    >>> run = VariantRun(VARIANTS["A"], load_tokenizer(), None, TrainResult(None, [9.87, 0.03], 6), m)
+    >>> run.label, run.records
+    ('A', [])
     """
 
     variant: Variant
@@ -215,7 +332,16 @@ class VariantRun:
         self.label = self.label or self.variant.name
 
     def remeasured(self, label: str, **measure_kwargs) -> "VariantRun":
-        """The same trained model measured again (e.g. with other stop ids), as a new table row."""
+        """The same trained model measured again (e.g. with other stop ids), as a new table row.
+
+        >>> from helpers import load_model, load_records, load_tokenizer
+        >>> tok = load_tokenizer()
+        >>> model, records = load_model(), load_records()[:1]
+        >>> run = VariantRun(VARIANTS["A"], tok, model, TrainResult(model), measure(model, tok, records, 2), records)
+        >>> again = run.remeasured("A, 1 token", max_new_tokens=1)
+        >>> again.label, again.measurement.max_new_tokens, run.label
+        ('A, 1 token', 1, 'A')
+        """
         kwargs = {"max_new_tokens": self.measurement.max_new_tokens, **measure_kwargs}
         again = measure(self.model, self.tokenizer, self.records, **kwargs)
         return replace(self, measurement=again, label=label)
@@ -243,6 +369,15 @@ def train_variant(
     loading a fresh model (its generation pad and eos ids are set to the tokenizer's, as
     ``load_model`` does; ``model.config`` is left alone). The embedding grows when the
     tokenizer outgrew it (:func:`ensure_embedding_rows`), never shrinks.
+
+    With a tiny budget (one optimizer step, two new tokens: about a second); the notebook's
+    runs take the default recipe:
+
+    >>> from helpers import load_records, load_tokenizer
+    >>> run = train_variant(VARIANTS["C"], load_tokenizer(), load_records()[:2], max_new_tokens=2,
+    ...                     config=TrainConfig(num_train_epochs=1, print_loss=False))
+    >>> run.label, run.tokenizer.pad_token, run.training.steps, run.measurement.n
+    ('C', '[PAD]', 1, 2)
     """
     tokenizer = variant_tokenizer(variant, tokenizer)
     if model is None:
@@ -269,6 +404,16 @@ def results_table(runs: Sequence[VariantRun], tail_index: int | None = 1, tail_l
     Introduced in notebook 02_pad_eos_pitfalls. ``stop`` and ``exact recall`` are counts out
     of the number of records; ``p(eos)`` is the mean probability of eos after the full
     training text, at two decimals (stable across CPUs after training).
+
+    >>> from helpers import TrainResult, load_tokenizer
+    >>> from helpers.generation import Generation
+    >>> m = Measurement([Generation("好。", [52801, 1773, 151643], True), Generation("好好", [52801, 52801], False)],
+    ...                 [True, False], [0.75, 0.25], 3, [151643])
+    >>> run = VariantRun(VARIANTS["A"], load_tokenizer(), None, TrainResult(None, [9.87, 0.03], 6), m)
+    >>> print(results_table([run], tail_length=2))
+    variant  pad token             mask_pad  eos appended  stop ids  stop  exact recall  mean new tokens  p(eos)  tail of record 1's ids
+    -------  --------------------  --------  ------------  --------  ----  ------------  ---------------  ------  ----------------------
+    A        <|endoftext|> 151643  'id'      yes           151643    1/2   1/2           2.5              0.50    52801 52801
     """
     header = TABLE_COLUMNS + (() if tail_index is None else (f"tail of record {tail_index}'s ids",))
     rows = []
@@ -303,6 +448,9 @@ def loss_ceiling(loss: float) -> float:
 
     Introduced in notebook 02_pad_eos_pitfalls: a trained loss printed as "below 0.1" reads
     the same on every CPU, where "0.064" reads "0.065" on another.
+
+    >>> loss_ceiling(0.064), loss_ceiling(3.0), loss_ceiling(100.0)
+    (0.1, 5.0, inf)
     """
     return next((ceiling for ceiling in LOSS_CEILINGS if loss < ceiling), float("inf"))
 
@@ -314,6 +462,18 @@ def describe_run(run: VariantRun, tail_length: int = 6) -> str:
     epoch's at one decimal, the last one as a bound from :func:`loss_ceiling`): after 60 steps
     their last digits differ between CPUs. Each record's line gives the number of new tokens, whether a stop id ended it, whether the poem was
     recalled, and the last raw ids.
+
+    >>> from helpers import TrainResult, load_tokenizer
+    >>> from helpers.generation import Generation
+    >>> m = Measurement([Generation("好。", [52801, 1773, 151643], True), Generation("好好", [52801, 52801], False)],
+    ...                 [True, False], [0.75, 0.25], 3, [151643])
+    >>> run = VariantRun(VARIANTS["A"], load_tokenizer(), None, TrainResult(None, [9.87, 0.03], 6), m)
+    >>> print(describe_run(run, tail_length=2))
+    variant A: pad == eos, padding masked by id (the post's collator): the eos label is masked too
+      loss: epoch 1 9.9 -> epoch 2 below 0.05 (6 steps)
+      stop 1/2, exact recall 1/2, mean new tokens 2.5, p(eos) after the poem 0.50
+      record 0:  3 new tokens, stopped, recall yes, last ids [1773, 151643]
+      record 1:  2 new tokens, no stop, recall no , last ids [52801, 52801]
     """
     m, losses = run.measurement, run.training.epoch_losses
     lines = [

@@ -93,6 +93,13 @@ def token_display_text(text: str, drawable: frozenset[int] | None = None) -> str
     Introduced in notebook 03_label_masking. ``" "`` becomes ``␣``, ``"\\n"`` becomes ``↵``; with
     ``drawable`` (the code points the figure's fonts have), any other character outside it
     becomes ``\\uXXXX``. An empty string (a token that decodes to nothing) shows as ``∅``.
+
+    >>> token_display_text(" a\\n")
+    '␣a↵'
+    >>> token_display_text("é", drawable=frozenset(map(ord, "abc")))
+    '\\\\u00e9'
+    >>> token_display_text("")
+    '∅'
     """
     shown = []
     for char in text:
@@ -127,6 +134,16 @@ def plot_label_grid(
     hatched. Positions in ``highlight`` get a red outline, explained in the legend by
     ``highlight_label``. Long records wrap every
     ``tokens_per_line`` tokens; small grey numbers above each line are token positions.
+
+    >>> import matplotlib; matplotlib.use("Agg")
+    >>> import matplotlib.pyplot as plt
+    >>> from helpers import load_tokenizer
+    >>> tok = load_tokenizer()
+    >>> ids = tok("Hello, world!")["input_ids"] + [tok.eos_token_id]
+    >>> fig = plot_label_grid(tok, ids, {"pretrain": ids, "SFT": [-100] * 3 + ids[3:]}, title="labels")
+    >>> len(ids), len(fig.axes) >= 1
+    (5, True)
+    >>> plt.close(fig)
     """
     import matplotlib.pyplot as plt
     from matplotlib.patches import Patch, Rectangle
@@ -204,6 +221,19 @@ def plot_stream_blocks(tokenizer, stream: Sequence[int], block_size: int, separa
     document when that eos is not the last token of its block (a target that crosses
     documents). A token right after an eos that starts a new block is never a target; it gets
     a dashed red outline. Legend entries appear only for what is drawn.
+
+    >>> import matplotlib; matplotlib.use("Agg")
+    >>> import matplotlib.pyplot as plt
+    >>> from helpers import load_tokenizer
+    >>> tok = load_tokenizer()
+    >>> eos = tok.eos_token_id
+    >>> stream = tok("one two")["input_ids"] + [eos] + tok("three four five")["input_ids"] + [eos]
+    >>> len(stream)
+    7
+    >>> fig = plot_stream_blocks(tok, stream, block_size=6, separator_id=eos)
+    >>> len(fig.axes) >= 1
+    True
+    >>> plt.close(fig)
     """
     import matplotlib.pyplot as plt
     from matplotlib.patches import Patch, Rectangle
@@ -277,6 +307,15 @@ def plot_memory_stacks(bars: Mapping[str, Mapping[str, int]], *, title: str | No
     Each bar is labelled with its total in GB (``unit`` bytes). A bar whose parts above
     ``frozen weights`` are under 10 % of its height (a LoRA adapter, its gradients and its
     optimizer states) gets an arrow and a label giving their size, so that they can be seen.
+
+    >>> import matplotlib; matplotlib.use("Agg")
+    >>> import matplotlib.pyplot as plt
+    >>> bars = {"full": {"weights": 2_000_000_000, "gradients": 2_000_000_000, "optimizer states": 4_000_000_000},
+    ...         "LoRA": {"frozen weights": 2_000_000_000, "adapter weights": 10_000_000}}
+    >>> fig = plot_memory_stacks(bars, title="memory")
+    >>> len(fig.axes), [t.get_text() for t in fig.axes[0].get_xticklabels()]
+    (1, ['full', 'LoRA'])
+    >>> plt.close(fig)
     """
     import matplotlib.pyplot as plt
     from matplotlib.patches import Patch
@@ -331,6 +370,18 @@ def plot_label_rows(
     outline, explained in the legend by ``highlight_label``: with pad == eos, only the eos that
     ends the text is outlined, not the padding that is the same token. The row names are the
     y-axis labels (e.g. ``"A: pad = eos, masked by id"``), so the left margin fits them.
+
+    >>> import matplotlib; matplotlib.use("Agg")
+    >>> import matplotlib.pyplot as plt
+    >>> from helpers import load_tokenizer
+    >>> tok = load_tokenizer()
+    >>> ids = tok("Hi")["input_ids"] + [tok.eos_token_id] * 2
+    >>> rows = {"A": (tok, ids, ids[:-1] + [-100], [1] * (len(ids) - 1) + [0]),
+    ...         "B": (tok, ids, [-100] + ids[1:], [1] * len(ids))}
+    >>> fig = plot_label_rows(rows, highlight_id=tok.eos_token_id, highlight_label="eos")
+    >>> len(fig.axes) >= 1
+    True
+    >>> plt.close(fig)
     """
     import matplotlib.pyplot as plt
     from matplotlib.patches import Patch, Rectangle

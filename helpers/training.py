@@ -17,7 +17,14 @@ from transformers import PrinterCallback, ProgressCallback, Trainer, TrainerCall
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """The default recipe: the tiny model memorises the five poems from random init."""
+    """The default recipe: the tiny model memorises the five poems from random init.
+
+    >>> config = TrainConfig()
+    >>> config.num_train_epochs, config.per_device_train_batch_size, config.learning_rate
+    (20, 2, 0.005)
+    >>> TrainConfig(num_train_epochs=1).num_train_epochs
+    1
+    """
 
     num_train_epochs: int = 20  # passes over the five records; exact recall of all five comes
     #                              after 10 (30 steps: steps_to_exact_recall in benchmarks/results.json)
@@ -33,7 +40,12 @@ class TrainConfig:
 
 @dataclass
 class TrainResult:
-    """What one training run produced."""
+    """What one training run produced.
+
+    >>> result = TrainResult(model=torch.nn.Linear(1, 1))
+    >>> result.epoch_losses, result.steps
+    ([], 0)
+    """
 
     model: torch.nn.Module  # the trained model (the object passed in, trained in place)
     epoch_losses: list[float] = field(default_factory=list)  # mean training loss per epoch
@@ -42,13 +54,28 @@ class TrainResult:
 
 
 class EpochLossPrinter(TrainerCallback):
-    """Collects (and optionally prints) the loss the Trainer logs once per epoch."""
+    """Collects (and optionally prints) the loss the Trainer logs once per epoch.
+
+    >>> printer = EpochLossPrinter(print_loss=False)
+    >>> printer.losses
+    []
+    """
 
     def __init__(self, print_loss: bool):
         self.print_loss = print_loss
         self.losses: list[float] = []
 
     def on_log(self, args, state, control, logs=None, **kwargs):
+        """Record ``logs["loss"]`` (and print it with the epoch and step when asked).
+
+        >>> from types import SimpleNamespace
+        >>> printer = EpochLossPrinter(print_loss=True)
+        >>> printer.on_log(None, SimpleNamespace(epoch=1.0, global_step=3), None, logs={"loss": 2.5})
+        epoch   1  step    3  loss 2.500
+        >>> printer.on_log(None, SimpleNamespace(epoch=1.0, global_step=3), None, logs={"lr": 0.1})
+        >>> printer.losses
+        [2.5]
+        """
         if logs and "loss" in logs:
             self.losses.append(float(logs["loss"]))
             if self.print_loss:
@@ -56,7 +83,14 @@ class EpochLossPrinter(TrainerCallback):
 
 
 def training_arguments(config: TrainConfig, output_dir: str) -> TrainingArguments:
-    """The ``TrainingArguments`` of a run: CUDA (bf16 where supported) when present, else CPU."""
+    """The ``TrainingArguments`` of a run: CUDA (bf16 where supported) when present, else CPU.
+
+    >>> import tempfile
+    >>> with tempfile.TemporaryDirectory() as scratch:
+    ...     args = training_arguments(TrainConfig(num_train_epochs=3), scratch)
+    >>> args.num_train_epochs, args.per_device_train_batch_size, args.save_strategy == "no", args.report_to
+    (3, 2, True, [])
+    """
     on_gpu = torch.cuda.is_available()
     return TrainingArguments(
         output_dir=output_dir,
@@ -89,6 +123,17 @@ def train(
     Introduced in notebook 02_pad_eos_pitfalls. ``output_dir`` only receives what the
     Trainer writes itself (nothing, with ``save_strategy="no"``); a temporary directory by
     default. ``callbacks`` are extra ``TrainerCallback``s (the benchmarks check recall with one).
+
+    One epoch of three steps on the tiny model (well under a second):
+
+    >>> from helpers import load_model, load_tokenizer
+    >>> from helpers.collators import SFTCollator
+    >>> from helpers.data import load_records
+    >>> tok = load_tokenizer()
+    >>> result = train(load_model(), tok, load_records(), SFTCollator(tok),
+    ...                TrainConfig(num_train_epochs=1, print_loss=False))
+    >>> result.steps, len(result.epoch_losses), result.model.training
+    (3, 1, False)
     """
     printer = EpochLossPrinter(config.print_loss)
     with tempfile.TemporaryDirectory() as scratch:

@@ -11,7 +11,8 @@ import inspect
 import pytest
 
 #: Modules whose every public function, class and public method carries a ``>>>`` example.
-WITH_EXAMPLES = ["collators", "packing", "generation", "chat_templates", "data", "settings", "model", "checkpoints"]
+WITH_EXAMPLES = ["collators", "packing", "generation", "chat_templates", "data", "settings", "model", "checkpoints",
+                 "tokenizer", "memory", "pitfalls", "lora", "training", "plotting"]
 #: Left out on purpose: they train models (tens of seconds each), or are shown inside another's example.
 WITHOUT = {
     "checkpoints": {"train_both", "load_or_train",  # train two models
