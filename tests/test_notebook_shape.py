@@ -68,6 +68,8 @@ def test_the_post_is_never_called_the_seed_and_markers_are_tags(path):
             assert "NBVAL_" not in source, f"{path.name} cell {i}: an nbval comment; use a cell tag"
             assert not re.search(r"""["']\.\./(outputs|benchmarks|data)\b""", source), \
                 f"{path.name} cell {i}: a path relative to the working directory; use helpers.PROJECT_ROOT / outputs_dir()"
+            # a printed docstring goes stale the moment a helper's documentation changes (it broke CI once)
+            assert "getsource(" not in source, f"{path.name} cell {i}: prints helper source; show what it builds instead"
 
 
 @pytest.mark.parametrize("path", ALL, ids=lambda p: p.name)
