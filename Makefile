@@ -64,9 +64,12 @@ test-units-b: setup
 	OMP_NUM_THREADS=1 $(PY) -m pytest -q $(PROCESS_TESTS)
 
 # $(call notebook_pass,NAME,ENVIRONMENT): every notebook, in order (05-07 and the appendices use
-# the checkpoints 04 saves), with checkpoints in a fresh build/NAME-outputs.
+# the checkpoints 04 saves), with checkpoints in a fresh build/NAME-outputs; then one notebook of
+# the Chinese edition, run from its own folder (tests/test_zh_edition.py keeps the rest identical
+# to the English ones, so running all of them again would test nothing new).
+ZH_EXECUTED := zh/notebooks/05_inference.ipynb
 notebook_pass = rm -rf build/$(1)-outputs && mkdir -p build/$(1)-outputs && \
-	$(2) PVS_OUTPUTS=$(CURDIR)/build/$(1)-outputs $(PY) -m pytest -q $(NBVAL) notebooks
+	$(2) PVS_OUTPUTS=$(CURDIR)/build/$(1)-outputs $(PY) -m pytest -q $(NBVAL) notebooks $(ZH_EXECUTED)
 test-notebooks: setup
 	$(call notebook_pass,notebooks,)
 
@@ -90,6 +93,8 @@ execute: setup
 	  ../$(VENV)/bin/jupyter nbconvert --to notebook --execute --inplace \
 	    --ExecutePreprocessor.timeout=1800 --ExecutePreprocessor.record_timing=False "$$nb" || exit 1; \
 	done
+	@echo "Chinese edition: carrying the new outputs over (docs/testing.md)"
+	$(PY) scripts/zh_edition.py sync
 
 bench: setup
 	$(PY) -m benchmarks.run

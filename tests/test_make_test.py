@@ -28,7 +28,8 @@ def test_make_test_runs_the_units_and_one_notebook_pass_with_the_machines_settin
     assert len(units) == 2 and "--doctest-modules helpers" in units[0]
     (notebooks,) = notebook_passes("test")
     assert all(flag in notebooks for flag in NBVAL_FLAGS) and "--nbval-lax" not in notebooks
-    assert notebooks.rstrip().endswith(" notebooks")  # every notebook, appendix/ included, in name order
+    # every notebook, appendix/ included, in name order; then one Chinese notebook from its own folder
+    assert notebooks.rstrip().endswith(" notebooks zh/notebooks/05_inference.ipynb")
     assert "OMP_NUM_THREADS" not in notebooks and "ATEN_CPU_CAPABILITY" not in notebooks
     assert re.search(r"rm -rf (build/\S+-outputs) .*PVS_OUTPUTS=\S*\1 ", notebooks)  # fresh checkpoints
 
