@@ -248,6 +248,31 @@ def test_training_packed_follows_the_padded_loss_curve(tokenizer, records, kind)
     assert runs[1].epoch_losses[1] < runs[1].epoch_losses[0] - 1  # it learns
 
 
+def test_the_trainer_shuffles_by_the_seed_alone_so_packed_and_padded_runs_see_the_same_pairs(tokenizer, records):
+    # notebook 07 re-collates the packed run's steps with the padded collators and calls the
+    # result notebook 04's padded runs: true only if the collator cannot change the order
+    class Recording:
+        def __init__(self, collator):
+            self.collator, self.steps = collator, []
+
+        def __call__(self, batch_records):
+            self.steps.append([records.index(r) for r in batch_records])
+            return self.collator(batch_records)
+
+    config = TrainConfig(num_train_epochs=2, print_loss=False)
+    orders = []
+    for collator_class, sft in COLLATORS.values():
+        for collator in (collator_class(tokenizer), PackingCollator(tokenizer, sft=sft)):
+            recorder = Recording(collator)
+            train(load_model(None, tokenizer, seed=0), tokenizer, records, recorder, config)
+            orders.append(recorder.steps)
+    assert len(orders[0]) == 6 and orders[0] != [[0, 1], [2, 3], [4], [0, 1], [2, 3], [4]]  # shuffled
+    assert all(order == orders[0] for order in orders)
+    shifted = Recording(COLLATORS["pretrain"][0](tokenizer))
+    train(load_model(None, tokenizer, seed=0), tokenizer, records, shifted, dataclasses.replace(config, seed=1))
+    assert shifted.steps != orders[0]  # the seed decides it
+
+
 # --- transformers' own packing collator, and the flash-attention path's single-row rule (notebook 07) ---
 
 @pytest.mark.parametrize("kind", COLLATORS)
