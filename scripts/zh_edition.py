@@ -4,11 +4,14 @@ Each notebook under ``notebooks/`` has a counterpart at the same place under ``z
 A pair must have the same cells in the same order, with the same tags; code cells must hold the
 same code once comments and docstrings are set aside (they are translated), and the same stored
 outputs; a markdown cell and its counterpart must hold the same inline code spans, the same
-numbers and links to the same files. ``tests/test_zh_edition.py`` runs ``problems`` on every pair.
+numbers and links to the same files. Each Chinese cell also carries the fingerprint of the English
+cell it was translated from (``translated_from`` in its metadata), so an English sentence changed
+without carrying it over fails too. ``tests/test_zh_edition.py`` runs ``problems`` on every pair.
 
     python scripts/zh_edition.py check            # list what differs; exit 1 if anything does
     python scripts/zh_edition.py sync             # copy outputs from the English notebooks
     python scripts/zh_edition.py start notebooks/05_inference.ipynb   # a copy to translate
+    python scripts/zh_edition.py stamp zh/notebooks/05_inference.ipynb  # "I carried the English over"
 
 ``sync`` is what a maintainer runs after re-executing English notebooks: where a pair's code
 still agrees, the Chinese cells take the English outputs, execution counts and tags. Where
@@ -19,6 +22,7 @@ or comments).
 from __future__ import annotations
 
 import ast
+import hashlib
 import io
 import json
 import os
@@ -65,6 +69,27 @@ def write(path: Path, notebook: dict) -> None:
 
 def source(cell: dict) -> str:
     return "".join(cell["source"])
+
+
+def fingerprint(cell: dict) -> str:
+    """A short hash of an English cell's source: what its Chinese cell was translated from."""
+    return hashlib.sha1(source(cell).encode("utf-8")).hexdigest()[:12]
+
+
+def stamp(chinese_path: Path) -> int:
+    """Record that every cell of a Chinese notebook now carries its English cell over; returns how
+    many fingerprints changed. Run it after carrying a change over, never instead of it."""
+    english_path = ENGLISH / chinese_path.resolve().relative_to(CHINESE)
+    english, chinese = read(english_path), read(chinese_path)
+    if [c["cell_type"] for c in english["cells"]] != [c["cell_type"] for c in chinese["cells"]]:
+        raise ValueError(f"{shown(chinese_path)}: its cells do not line up with {shown(english_path)}")
+    changed = 0
+    for en, zh in zip(english["cells"], chinese["cells"]):
+        metadata = zh.setdefault("metadata", {})
+        changed += metadata.get("translated_from") != fingerprint(en)
+        metadata["translated_from"] = fingerprint(en)
+    write(chinese_path, chinese)
+    return changed
 
 
 def code_without_comments(code: str) -> list[tuple[int, str]]:
@@ -165,6 +190,9 @@ def problems(english_path: Path, chinese_path: Path | None = None) -> list[str]:
         if en["cell_type"] != zh["cell_type"]:
             found.append(f"{where}: a {zh['cell_type']} cell where the English has a {en['cell_type']} cell")
             continue
+        if zh.get("metadata", {}).get("translated_from") != fingerprint(en):
+            found.append(f"{where}: the English cell changed since it was translated; carry the change over, "
+                         f"then python scripts/zh_edition.py stamp {shown(chinese_path)}")
         if en.get("metadata", {}).get("tags", []) != zh.get("metadata", {}).get("tags", []):
             found.append(f"{where}: tags {zh.get('metadata', {}).get('tags', [])}, English {en.get('metadata', {}).get('tags', [])}")
         if en["cell_type"] == "code":
@@ -227,6 +255,7 @@ def start(english_path: Path) -> Path:
         if cell["cell_type"] == "markdown":
             cell["source"] = relink(source(cell), english_path.parent, chinese_path.parent)
     write(chinese_path, notebook)
+    stamp(chinese_path)
     return chinese_path
 
 
@@ -254,6 +283,10 @@ def main(argv: list[str]) -> int:
     command = argv[0] if argv else "check"
     if command == "start" and len(argv) == 2:
         print(shown(start((Path.cwd() / argv[1]).resolve())))
+        return 0
+    if command == "stamp" and len(argv) >= 2:
+        for path in argv[1:]:
+            print(f"{path}: {stamp((Path.cwd() / path).resolve())} cells now carry a new English fingerprint")
         return 0
     if command not in ("check", "sync"):
         print(__doc__)

@@ -61,6 +61,7 @@ BASE = zh_edition.ENGLISH / "05_inference.ipynb"
 def chinese_copy() -> dict:
     notebook = zh_edition.read(BASE)
     for cell in notebook["cells"]:
+        cell.setdefault("metadata", {})["translated_from"] = zh_edition.fingerprint(cell)
         if cell["cell_type"] == "markdown":
             cell["source"] = zh_edition.relink(zh_edition.source(cell), BASE.parent, zh_edition.CHINESE)
     return notebook
@@ -104,6 +105,16 @@ def edit(kind, where, old, new):
         assert old in zh_edition.source(cell)
         cell["source"] = zh_edition.source(cell).replace(old, new, 1)
     return change
+
+
+def test_an_english_sentence_changed_without_carrying_it_over_fails():
+    english_cell = first(zh_edition.read(BASE), "markdown")
+    reworded = dict(english_cell, source=zh_edition.source(english_cell).replace(" the ", " a ", 1))
+    assert zh_edition.fingerprint(reworded) != zh_edition.fingerprint(english_cell)
+
+    def stale(notebook):  # translated from an older English cell
+        first(notebook, "markdown")["metadata"]["translated_from"] = zh_edition.fingerprint(reworded)
+    assert any("changed since it was translated" in p for p in mutant(stale))
 
 
 def test_a_changed_code_token_fails():
