@@ -194,7 +194,8 @@ def _require_fast(collator: object, needs: str) -> None:
         raise ValueError(
             f"{type(collator).__name__} needs a fast tokenizer (tokenizer.is_fast is True: one backed by the "
             f"`tokenizers` library), for {needs}; {type(collator.tokenizer).__name__} has none. Load it with "
-            "AutoTokenizer.from_pretrained(name), whose default is the fast one (do not pass use_fast=False)."
+            "AutoTokenizer.from_pretrained(name): in transformers 5 it always gives the fast one (4.x: do not pass "
+            "use_fast=False)."
         )
 
 
