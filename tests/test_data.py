@@ -15,7 +15,7 @@ def write(tmp_path, content, name="records.json"):
 GOOD = {"instruct": "写诗：", "input": "", "label": "好诗。"}
 
 
-def test_default_file_is_the_seeds_five_records():
+def test_default_file_is_the_posts_five_records():
     records = load_records()
     assert len(records) == 5
     assert records[0] == {

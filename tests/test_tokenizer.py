@@ -106,7 +106,7 @@ def test_base_and_instruct_default_system_prompts():
     assert INSTRUCT_SYSTEM_PROMPT == "You are Qwen, created by Alibaba Cloud. You are a helpful assistant."
 
 
-def test_the_seeds_chat_example(tokenizer, records):
+def test_the_posts_chat_example(tokenizer, records):
     r = records[0]
     messages = [
         {"role": "system", "content": INSTRUCT_SYSTEM_PROMPT},  # the post passes it explicitly
