@@ -45,7 +45,7 @@ lab: setup
 # says why; `make test-portable` (CI runs it after this) tries other CPU settings.
 # The unit tests first (two halves side by side), then the notebooks alone: run beside the
 # unit tests, even at the lowest priority (nice 19), the notebooks' threads wait for each other
-# and the pass took 637 s instead of 389 s here. A fresh clone: about 10 minutes on 2 cores.
+# and the pass took 637 s instead of 389 s here. A fresh clone: about 10 minutes on 2 cores (616 s).
 test: setup
 	status=0; \
 	$(MAKE) --no-print-directory -k -j2 --output-sync=target test-units-a test-units-b || status=1; \
