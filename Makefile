@@ -14,7 +14,16 @@ LAB_ARGS ?=
 # (tests/test_training.py).
 export THP_MEM_ALLOC_ENABLE ?= 1
 
-.PHONY: setup lab test test-units test-units-a test-units-b test-notebooks test-portable test-notebooks-portable test-notebooks-one-thread bench execute clean
+# glibc's malloc hands every freed block of 32 MB and more back to Linux, and gets the next one as
+# fresh pages that Linux must fault in and zero: those logits again, several times per step. These
+# two keep freed memory in the process for reuse (blocks come from the heap, and up to 1 GiB free at
+# its top stays); other C libraries ignore them. The peak memory is the same (850 MB for a variant
+# of notebook 02), the training about a fifth faster at one thread (11.1 s -> 9.0 s), and no number
+# changes (tests/test_training.py).
+export MALLOC_MMAP_MAX_ ?= 0
+export MALLOC_TRIM_THRESHOLD_ ?= 1073741824
+
+.PHONY: setup lab test test-units test-units-a test-units-b test-notebooks test-portable test-notebooks-portable bench execute clean
 
 setup: $(STAMP)
 
@@ -36,56 +45,99 @@ $(STAMP): requirements.txt pyproject.toml
 lab: setup
 	$(VENV)/bin/jupyter lab --ServerApp.root_dir="$(CURDIR)" --LabApp.default_url=/lab/tree/notebooks $(LAB_ARGS)
 
-# make test: what a learner runs. The unit tests (with the documentation examples of helpers/),
-# then every notebook once (numbered, then notebooks/appendix/), with this machine's own
-# settings, each cell's output compared with the stored one. The comparison (tests/nbval_numbers.py,
-# loaded by conftest.py) lets a printed decimal differ by one unit of its last digit, since
-# rounding differs between CPUs, and compares everything else exactly. Checkpoints go to a fresh
-# folder under build/, so a run never depends on what a learner left in outputs/. docs/testing.md
-# says why; `make test-portable` (CI runs it after this) tries other CPU settings.
-# The unit tests first (two halves side by side), then the notebooks alone: run beside the
-# unit tests, even at the lowest priority (nice 19), the notebooks' threads wait for each other
-# and the pass took 637 s instead of 389 s here. A fresh clone: about 10 minutes on 2 cores (616 s).
+# make test: what a learner runs. The unit tests (with the documentation examples of helpers/)
+# and every notebook once (numbered, notebooks/appendix/, one of the Chinese edition), each cell's
+# output compared with the stored one. The comparison (tests/nbval_numbers.py, loaded by
+# conftest.py) lets a printed decimal differ by one unit of its last digit, since rounding differs
+# between CPUs, and compares everything else exactly. docs/testing.md says why.
+# Six jobs, JOBS at a time, one PyTorch thread each, on this CPU's own kernels: the series'
+# operations are small, so a second thread speeds one notebook up little, and two one-thread
+# jobs side by side finish the same notebooks in about two thirds of the time. Checkpoints go to
+# a fresh build/native-outputs, so a run never depends on what a learner left in outputs/.
+# `make test-notebooks` runs the notebooks as JupyterLab does (this machine's thread count);
+# `make test-portable` (CI runs it after this) tries other CPU settings.
+JOBS ?= 2
+BUILD ?= build
 test: setup
-	status=0; \
-	$(MAKE) --no-print-directory -k -j2 --output-sync=target test-units-a test-units-b || status=1; \
-	$(MAKE) --no-print-directory test-notebooks || status=1; \
-	exit $$status
+	$(call fresh_outputs,native)
+	+$(call notebook_jobs,native,OMP_NUM_THREADS=1,pooled-units-a pooled-units-b)
+	@$(call failed_jobs,native)
 
-# The unit tests in two halves, one PyTorch thread each (a multi-threaded job beside another
-# waits for its threads at every operation: more than twice as slow here). Half b holds the tests
-# that start notebooks, scripts, servers or copied modules in processes of its own, and the
-# tokenizer's, so that it takes about as long as the rest (measured alone: 210 s against 115 s
-# before test_standalone and test_tokenizer moved over).
+# The unit tests in two halves, one thread each. Half b holds most of the tests that start
+# notebooks, scripts or servers in processes of their own, and the tokenizer's; it is the shorter
+# (about 110 s against 145 s here, beside the notebooks), since it starts after the longer lane
+# of notebooks.
 PROCESS_TESTS := tests/test_real_model_path.py tests/test_scripts.py tests/test_train_qwen05b_shape.py tests/test_lab.py \
-	tests/test_standalone.py tests/test_tokenizer.py
-DOCTESTS := --doctest-modules helpers
+	tests/test_tokenizer.py
+units_a = OMP_NUM_THREADS=1 $(PY) -m pytest -q -p no:cacheprovider --doctest-modules helpers tests $(PROCESS_TESTS:%=--ignore=%)
+units_b = OMP_NUM_THREADS=1 $(PY) -m pytest -q -p no:cacheprovider $(PROCESS_TESTS)
 test-units: test-units-a test-units-b
 test-units-a: setup
-	OMP_NUM_THREADS=1 $(PY) -m pytest -q $(DOCTESTS) tests $(PROCESS_TESTS:%=--ignore=%)
+	$(units_a)
 test-units-b: setup
-	OMP_NUM_THREADS=1 $(PY) -m pytest -q $(PROCESS_TESTS)
+	$(units_b)
 
-# $(call notebook_pass,NAME,ENVIRONMENT): every notebook, in order (05-07 and the appendices use
-# the checkpoints 04 saves), with checkpoints in a fresh build/NAME-outputs; then one notebook of
-# the Chinese edition, run from its own folder (tests/test_zh_edition.py keeps the rest identical
-# to the English ones, so running all of them again would test nothing new).
+# The notebooks in four groups, each a numbered notebook or several with their appendices, in
+# name order. 05-07 and several appendices of 04-07 load the checkpoints 04 saves, so 04 runs
+# first and they after it; a notebook added later falls into the last group. The Chinese edition: one
+# notebook, run from its own folder (tests/test_zh_edition.py keeps the rest identical to the
+# English ones, so running all of them again would test nothing new).
 ZH_EXECUTED := zh/notebooks/05_inference.ipynb
-notebook_pass = rm -rf build/$(1)-outputs && mkdir -p build/$(1)-outputs && \
-	$(2) PVS_OUTPUTS=$(CURDIR)/build/$(1)-outputs $(PY) -m pytest -q $(NBVAL) notebooks $(ZH_EXECUTED)
-test-notebooks: setup
-	$(call notebook_pass,notebooks,)
+NOTEBOOKS := $(sort $(wildcard notebooks/[0-9][0-9]_*.ipynb)) $(sort $(wildcard notebooks/appendix/*.ipynb))
+in_chapters = $(filter $(foreach n,$(1),notebooks/$(n)_% notebooks/appendix/$(n)_%),$(NOTEBOOKS))
+NB_BEFORE_04 := $(call in_chapters,01 02 03)
+NB_04 := $(filter notebooks/04_%,$(NOTEBOOKS))
+NB_05_06 := $(call in_chapters,05 06) $(ZH_EXECUTED)
+NB_AFTER_06 := $(filter-out $(NB_BEFORE_04) $(NB_04) $(NB_05_06),$(NOTEBOOKS))
 
-# Before a change reaches learners: the notebooks again under other CPU settings, side by side,
-# one thread each (the stored outputs come from two threads): ATen's portable kernels
-# (ATEN_CPU_CAPABILITY=default: elementwise math, softmax, random numbers; matrix products stay
-# with MKL), and this CPU's own kernels. .ci/run calls it after make test.
+# $(call notebook_jobs,PASS,ENVIRONMENT,MORE TARGETS): the four groups with ENVIRONMENT, sharing
+# the checkpoints in build/PASS-outputs (made fresh by $(call fresh_outputs,PASS) just before), and
+# MORE TARGETS beside them, JOBS at a time. A job that fails writes its name to build/PASS-failed
+# and lets make go on, so that what waits for it still runs; $(call failed_jobs,PASS) then fails
+# the pass. `make -n` runs the line that starts make (marked with +, to show what that make would
+# run), so it neither deletes nor checks anything.
+notebook_jobs = $(MAKE) --no-print-directory -k -j$(JOBS) --output-sync=target PASS=$(1) PASS_ENV="$(2)" \
+	  nb-group-04 nb-group-before-04 nb-group-05-06 nb-group-after-06 $(3)
+failed_jobs = if test -s $(BUILD)/$(1)-failed; then echo "failed (the reports are above):" $$(cat $(BUILD)/$(1)-failed); exit 1; fi
+fresh_outputs = rm -rf $(BUILD)/$(1)-outputs $(BUILD)/$(1)-failed && mkdir -p $(BUILD)/$(1)-outputs
+nb_group = $(PASS_ENV) PVS_OUTPUTS=$(abspath $(BUILD))/$(PASS)-outputs $(PY) -m pytest -q -p no:cacheprovider $(NBVAL) $(1) \
+	|| echo $@ >> $(BUILD)/$(PASS)-failed
+.PHONY: nb-group-04 nb-group-before-04 nb-group-05-06 nb-group-after-06 pooled-units-a pooled-units-b
+nb-group-04:
+	$(call nb_group,$(NB_04))
+nb-group-before-04:
+	$(call nb_group,$(NB_BEFORE_04))
+nb-group-05-06: nb-group-04
+	$(call nb_group,$(NB_05_06))
+nb-group-after-06: nb-group-04
+	$(call nb_group,$(NB_AFTER_06))
+# Beside the notebooks, the unit tests start last, each after a group: make would otherwise
+# start them as soon as a job slot frees, ahead of the groups that wait for 04, and the pass
+# would end later. With 2 jobs that makes two lanes: 04, 05-06, after-06, half b (about 330 s
+# here); 01-03, half a (about 310 s).
+pooled-units-a: | nb-group-05-06
+	$(units_a) || echo $@ >> $(BUILD)/$(PASS)-failed
+pooled-units-b: | nb-group-after-06
+	$(units_b) || echo $@ >> $(BUILD)/$(PASS)-failed
+
+# The notebooks in place, as JupyterLab runs them: this machine's own settings, one process.
+test-notebooks: setup
+	rm -rf build/defaults-outputs && mkdir -p build/defaults-outputs && \
+	PVS_OUTPUTS=$(CURDIR)/build/defaults-outputs $(PY) -m pytest -q -p no:cacheprovider $(NBVAL) notebooks $(ZH_EXECUTED)
+
+# Before a change reaches learners: the notebooks again under other CPU settings. ATen's portable
+# kernels (ATEN_CPU_CAPABILITY=default: elementwise math, softmax, random numbers; matrix products
+# stay with MKL), one thread per job as in make test; then this machine's own thread count
+# (the stored outputs come from two threads). .ci/run calls it after make test.
 test-portable: setup
-	$(MAKE) --no-print-directory -k -j2 --output-sync=target test-notebooks-portable test-notebooks-one-thread
+	status=0; \
+	$(MAKE) --no-print-directory test-notebooks-portable || status=1; \
+	$(MAKE) --no-print-directory test-notebooks || status=1; \
+	exit $$status
 test-notebooks-portable: setup
-	$(call notebook_pass,portable,ATEN_CPU_CAPABILITY=default OMP_NUM_THREADS=1)
-test-notebooks-one-thread: setup
-	$(call notebook_pass,one-thread,OMP_NUM_THREADS=1)
+	$(call fresh_outputs,portable)
+	+$(call notebook_jobs,portable,ATEN_CPU_CAPABILITY=default OMP_NUM_THREADS=1,)
+	@$(call failed_jobs,portable)
 
 # Re-run notebooks top to bottom in a fresh kernel and store their outputs (nbval's baseline).
 # make execute                      all notebooks (numbered, then appendix/)

@@ -1,9 +1,11 @@
 """helpers.train (notebook 02, 04): what the returned model is like after the Trainer is done with it,
-and the allocator setting the Makefile exports for it."""
+and the allocator settings the Makefile exports for it."""
 
 import dataclasses
 import json
 import os
+import platform
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -36,9 +38,11 @@ def test_a_bf16_run_returns_the_model_without_the_autocast_wrapper(tokenizer, re
 
 # The part of the tiny model that allocates the large tensors: a tied 151,936 x 64 embedding and its
 # logits (58 MB per batch), with cross-entropy and plain gradient steps. Plain torch (no optimizer
-# class, whose first use imports torch._dynamo), so that a run takes seconds.
-THP_RUN = """
-import hashlib, json, sys, torch
+# class, whose first use imports torch._dynamo), so that a run takes seconds. It also reports where
+# a large block lands: page-aligned (PyTorch's huge-page setting) and inside the heap below
+# sbrk(0) rather than in a block of its own (glibc's settings).
+ALLOCATION_RUN = """
+import ctypes, hashlib, json, sys, torch
 ids = torch.tensor(json.loads(sys.argv[1]))
 torch.manual_seed(0)
 embedding = torch.nn.Embedding(151936, 64)
@@ -48,29 +52,44 @@ for _ in range(3):
     with torch.no_grad():
         embedding.weight -= 0.5 * embedding.weight.grad
     embedding.weight.grad = None
-big = torch.empty(4 * 2**20, dtype=torch.uint8)
+big = torch.empty(64 * 2**20, dtype=torch.uint8)
+libc = ctypes.CDLL(None)
+libc.sbrk.restype = ctypes.c_void_p
 digest = hashlib.sha256(embedding.weight.detach().numpy().tobytes()).hexdigest()
-print(json.dumps({"digest": digest, "page_aligned": big.data_ptr() % 4096 == 0}))
+print(json.dumps({"digest": digest, "page_aligned": big.data_ptr() % 4096 == 0,
+                  "in_heap": big.data_ptr() < libc.sbrk(0)}))
 """
 
 
-def run_with_thp(setting: str, ids: list) -> dict:
-    env = dict(os.environ, THP_MEM_ALLOC_ENABLE=setting)
-    out = subprocess.run([sys.executable, "-c", THP_RUN, json.dumps(ids)], cwd=ROOT, env=env,
-                         capture_output=True, text=True, timeout=300)
+def makefile_allocation_settings() -> dict[str, str]:
+    """The allocator settings the Makefile exports (`export NAME ?= VALUE`)."""
+    exports = re.findall(r"^export (THP_MEM_ALLOC_ENABLE|MALLOC_\w+_) \?= (\S+)$",
+                         (ROOT / "Makefile").read_text(), flags=re.M)
+    return dict(exports)
+
+
+def run_with(settings: dict[str, str], ids: list) -> dict:
+    env = {k: v for k, v in os.environ.items() if k not in makefile_allocation_settings()}
+    out = subprocess.run([sys.executable, "-c", ALLOCATION_RUN, json.dumps(ids)], cwd=ROOT,
+                         env={**env, **settings}, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PyTorch reads THP_MEM_ALLOC_ENABLE on Linux only")
-def test_huge_page_allocations_change_no_weight(tokenizer, records):
-    """The Makefile exports THP_MEM_ALLOC_ENABLE=1 for speed (README): PyTorch then allocates tensors
-    of 2 MB and more page-aligned (64-byte-aligned otherwise) and asks Linux for huge pages there
-    (c10/core/impl/alloc_cpu.cpp). The same 3 training steps give the same weights, bit for bit."""
+@pytest.mark.skipif(not sys.platform.startswith("linux") or platform.libc_ver()[0] != "glibc",
+                    reason="PyTorch reads THP_MEM_ALLOC_ENABLE on Linux only; the MALLOC_ settings are glibc's")
+def test_the_makefiles_allocator_settings_take_effect_and_change_no_weight(tokenizer, records):
+    """The Makefile exports allocator settings for speed. THP_MEM_ALLOC_ENABLE=1: PyTorch allocates
+    tensors of 2 MB and more page-aligned (64-byte-aligned otherwise) and asks Linux for huge pages
+    there (c10/core/impl/alloc_cpu.cpp). MALLOC_MMAP_MAX_=0 and MALLOC_TRIM_THRESHOLD_: glibc
+    serves large blocks from its heap and keeps freed ones. The same 3 training steps give the
+    same weights, bit for bit, with and without them."""
+    settings = makefile_allocation_settings()
+    assert set(settings) == {"THP_MEM_ALLOC_ENABLE", "MALLOC_MMAP_MAX_", "MALLOC_TRIM_THRESHOLD_"}
     ids = PretrainCollator(tokenizer)(records[:2])["input_ids"].tolist()
-    with_thp, without_thp = run_with_thp("1", ids), run_with_thp("0", ids)
-    assert with_thp["page_aligned"]  # the setting took effect
-    assert with_thp["digest"] == without_thp["digest"]
+    tuned, plain = run_with(settings, ids), run_with({}, ids)
+    assert tuned["page_aligned"] and tuned["in_heap"] and not plain["in_heap"]  # the settings took effect
+    assert tuned["digest"] == plain["digest"]
 
 
 def test_the_trainers_adamw_has_no_weight_decay_unlike_torchs_default(tmp_path):
