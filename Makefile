@@ -7,19 +7,22 @@ NBVAL := --nbval --nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.
 LAB_ARGS ?=
 
 # PyTorch's CPU allocator then asks Linux for transparent huge pages (madvise MADV_HUGEPAGE) for
-# every tensor of 2 MB and more (ignored elsewhere, and where THP is "never"). The tiny model's logits over 151,936 tokens
-# are up to 58 MB per batch, allocated afresh several times per training step: with 4 KB pages
-# each allocation costs about 14,000 page faults. Notebook 02 measured here: 159 s -> 121 s
-# (machine defaults), 311 s -> 228 s (portable pass). Only where memory lies changes, not a number
-# (tests/test_training.py).
+# every tensor of 2 MB and more (ignored elsewhere, and where THP is "never"). The tiny model's
+# logits over 151,936 tokens are up to 58 MB per batch, allocated afresh several times per
+# training step: each time on fresh pages, with 4 KB pages about 14,000 page faults. Notebook 02
+# measured here, before the glibc settings below: 159 s -> 121 s (machine defaults), 311 s -> 228 s
+# (portable pass). Only where memory lies changes, not a number (tests/test_training.py).
 export THP_MEM_ALLOC_ENABLE ?= 1
 
-# glibc's malloc hands every freed block of 32 MB and more back to Linux, and gets the next one as
-# fresh pages that Linux must fault in and zero: those logits again, several times per step. These
-# two keep freed memory in the process for reuse (blocks come from the heap, and up to 1 GiB free at
-# its top stays); other C libraries ignore them. The peak memory is the same (850 MB for a variant
-# of notebook 02), the training about a fifth faster at one thread (11.1 s -> 9.0 s), and no number
-# changes (tests/test_training.py).
+# Why those pages are fresh each time: glibc's malloc gives a large block (32 MiB and more always,
+# smaller ones until its threshold has risen past them) a mapping of its own and unmaps it when it
+# is freed, so the next one must be faulted in and zeroed again. MALLOC_MMAP_MAX_=0 serves such
+# blocks from malloc's heap instead (on the main thread, where PyTorch allocates them);
+# MALLOC_TRIM_THRESHOLD_ keeps the freed space there for reuse until more than 1 GiB is free at
+# the heap's top. A process then keeps its high-water mark of memory. Other C libraries ignore
+# both. Exported to every command, JupyterLab's kernels from `make lab` included. Measured here,
+# one notebook at the machine's defaults (nbconvert): 02 69 s -> 40 s, peak memory 1.18 -> 1.20 GB;
+# 04 34 s either way, 1.33 -> 1.57 GB. No number changes (tests/test_training.py).
 export MALLOC_MMAP_MAX_ ?= 0
 export MALLOC_TRIM_THRESHOLD_ ?= 1073741824
 
@@ -69,26 +72,28 @@ test: setup
 # of notebooks.
 PROCESS_TESTS := tests/test_real_model_path.py tests/test_scripts.py tests/test_train_qwen05b_shape.py tests/test_lab.py \
 	tests/test_tokenizer.py
-units_a = OMP_NUM_THREADS=1 $(PY) -m pytest -q -p no:cacheprovider --doctest-modules helpers tests $(PROCESS_TESTS:%=--ignore=%)
-units_b = OMP_NUM_THREADS=1 $(PY) -m pytest -q -p no:cacheprovider $(PROCESS_TESTS)
+units_a = OMP_NUM_THREADS=1 $(PY) -m pytest -q --doctest-modules helpers tests $(PROCESS_TESTS:%=--ignore=%)
+units_b = OMP_NUM_THREADS=1 $(PY) -m pytest -q $(PROCESS_TESTS)
 test-units: test-units-a test-units-b
 test-units-a: setup
 	$(units_a)
 test-units-b: setup
 	$(units_b)
 
-# The notebooks in four groups, each a numbered notebook or several with their appendices, in
-# name order. 05-07 and several appendices of 04-07 load the checkpoints 04 saves, so 04 runs
-# first and they after it; a notebook added later falls into the last group. The Chinese edition: one
-# notebook, run from its own folder (tests/test_zh_edition.py keeps the rest identical to the
-# English ones, so running all of them again would test nothing new).
+# The notebooks in four groups, each in name order. 05, 06, 07 and the appendices of 05 and 06
+# load the checkpoints 04 saves (load_or_train), so they run after it, one group at a time: if
+# 04 failed before saving, only the first of them trains the checkpoints again. 01-03 with their
+# appendices start beside 04; the appendices of 04 and 07 need no checkpoint but run with 07 to
+# even out the two lanes below. A notebook added later falls into that last group. The Chinese
+# edition: one notebook, run from its own folder (tests/test_zh_edition.py keeps the rest
+# identical to the English ones, so running all of them again would test nothing new).
 ZH_EXECUTED := zh/notebooks/05_inference.ipynb
 NOTEBOOKS := $(sort $(wildcard notebooks/[0-9][0-9]_*.ipynb)) $(sort $(wildcard notebooks/appendix/*.ipynb))
 in_chapters = $(filter $(foreach n,$(1),notebooks/$(n)_% notebooks/appendix/$(n)_%),$(NOTEBOOKS))
-NB_BEFORE_04 := $(call in_chapters,01 02 03)
+NB_01_03 := $(call in_chapters,01 02 03)
 NB_04 := $(filter notebooks/04_%,$(NOTEBOOKS))
 NB_05_06 := $(call in_chapters,05 06) $(ZH_EXECUTED)
-NB_AFTER_06 := $(filter-out $(NB_BEFORE_04) $(NB_04) $(NB_05_06),$(NOTEBOOKS))
+NB_07 := $(filter-out $(NB_01_03) $(NB_04) $(NB_05_06),$(NOTEBOOKS))
 
 # $(call notebook_jobs,PASS,ENVIRONMENT,MORE TARGETS): the four groups with ENVIRONMENT, sharing
 # the checkpoints in build/PASS-outputs (made fresh by $(call fresh_outputs,PASS) just before), and
@@ -97,33 +102,38 @@ NB_AFTER_06 := $(filter-out $(NB_BEFORE_04) $(NB_04) $(NB_05_06),$(NOTEBOOKS))
 # the pass. `make -n` runs the line that starts make (marked with +, to show what that make would
 # run), so it neither deletes nor checks anything.
 notebook_jobs = $(MAKE) --no-print-directory -k -j$(JOBS) --output-sync=target PASS=$(1) PASS_ENV="$(2)" \
-	  nb-group-04 nb-group-before-04 nb-group-05-06 nb-group-after-06 $(3)
+	  nb-group-04 nb-group-01-03 nb-group-05-06 nb-group-07 $(3)
 failed_jobs = if test -s $(BUILD)/$(1)-failed; then echo "failed (the reports are above):" $$(cat $(BUILD)/$(1)-failed); exit 1; fi
 fresh_outputs = rm -rf $(BUILD)/$(1)-outputs $(BUILD)/$(1)-failed && mkdir -p $(BUILD)/$(1)-outputs
-nb_group = $(PASS_ENV) PVS_OUTPUTS=$(abspath $(BUILD))/$(PASS)-outputs $(PY) -m pytest -q -p no:cacheprovider $(NBVAL) $(1) \
+nb_group = $(if $(strip $(1)),,$(error $@: no notebooks found; run make in the project's folder)) \
+	$(PASS_ENV) PVS_OUTPUTS="$(abspath $(BUILD))/$(PASS)-outputs" $(PY) -m pytest -q $(NBVAL) $(1) \
 	|| echo $@ >> $(BUILD)/$(PASS)-failed
-.PHONY: nb-group-04 nb-group-before-04 nb-group-05-06 nb-group-after-06 pooled-units-a pooled-units-b
+.PHONY: nb-group-04 nb-group-01-03 nb-group-05-06 nb-group-07 pooled-units-a pooled-units-b
 nb-group-04:
 	$(call nb_group,$(NB_04))
-nb-group-before-04:
-	$(call nb_group,$(NB_BEFORE_04))
+nb-group-01-03:
+	$(call nb_group,$(NB_01_03))
 nb-group-05-06: nb-group-04
 	$(call nb_group,$(NB_05_06))
-nb-group-after-06: nb-group-04
-	$(call nb_group,$(NB_AFTER_06))
-# Beside the notebooks, the unit tests start last, each after a group: make would otherwise
-# start them as soon as a job slot frees, ahead of the groups that wait for 04, and the pass
-# would end later. With 2 jobs that makes two lanes: 04, 05-06, after-06, half b (about 330 s
-# here); 01-03, half a (about 310 s).
-pooled-units-a: | nb-group-05-06
+nb-group-07: nb-group-05-06
+	$(call nb_group,$(NB_07))
+pooled-units-a:
 	$(units_a) || echo $@ >> $(BUILD)/$(PASS)-failed
-pooled-units-b: | nb-group-after-06
+pooled-units-b:
 	$(units_b) || echo $@ >> $(BUILD)/$(PASS)-failed
+# With 2 jobs or fewer, the unit tests start last, each after a group: make would otherwise start
+# them as soon as a job slot frees, ahead of the groups that wait for 04, and the pass would end
+# later. That makes two lanes: 04, 05-06, 07, half b (about 330 s here); 01-03, half a (about
+# 310 s). With more jobs they start at once.
+ifneq ($(filter 0 1 2,$(JOBS)),)
+pooled-units-a: | nb-group-05-06
+pooled-units-b: | nb-group-07
+endif
 
 # The notebooks in place, as JupyterLab runs them: this machine's own settings, one process.
 test-notebooks: setup
-	rm -rf build/defaults-outputs && mkdir -p build/defaults-outputs && \
-	PVS_OUTPUTS=$(CURDIR)/build/defaults-outputs $(PY) -m pytest -q -p no:cacheprovider $(NBVAL) notebooks $(ZH_EXECUTED)
+	rm -rf $(BUILD)/defaults-outputs && mkdir -p $(BUILD)/defaults-outputs && \
+	PVS_OUTPUTS="$(abspath $(BUILD))/defaults-outputs" $(PY) -m pytest -q $(NBVAL) notebooks $(ZH_EXECUTED)
 
 # Before a change reaches learners: the notebooks again under other CPU settings. ATen's portable
 # kernels (ATEN_CPU_CAPABILITY=default: elementwise math, softmax, random numbers; matrix products

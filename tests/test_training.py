@@ -39,10 +39,23 @@ def test_a_bf16_run_returns_the_model_without_the_autocast_wrapper(tokenizer, re
 # The part of the tiny model that allocates the large tensors: a tied 151,936 x 64 embedding and its
 # logits (58 MB per batch), with cross-entropy and plain gradient steps. Plain torch (no optimizer
 # class, whose first use imports torch._dynamo), so that a run takes seconds. It also reports where
-# a large block lands: page-aligned (PyTorch's huge-page setting) and inside the heap below
-# sbrk(0) rather than in a block of its own (glibc's settings).
+# a large block lands: page-aligned (PyTorch's huge-page setting), inside malloc's heap (a [heap]
+# range of /proc/self/maps) rather than in a mapping of its own, and whether freeing a large block
+# at the heap's top leaves the top where it was (glibc's settings).
 ALLOCATION_RUN = """
-import ctypes, hashlib, json, sys, torch
+import ctypes
+libc = ctypes.CDLL(None)
+libc.sbrk.restype, libc.sbrk.argtypes = ctypes.c_void_p, [ctypes.c_ssize_t]
+libc.malloc.restype, libc.malloc.argtypes = ctypes.c_void_p, [ctypes.c_size_t]
+libc.free.argtypes = [ctypes.c_void_p]
+# first, while the heap holds no free space that large: malloc and free with nothing between,
+# so that the block lies at the heap's top when it is freed
+block = libc.malloc(64 * 2**20)
+top = libc.sbrk(0)
+libc.free(block)
+top_kept = libc.sbrk(0) == top
+
+import hashlib, json, sys, torch
 ids = torch.tensor(json.loads(sys.argv[1]))
 torch.manual_seed(0)
 embedding = torch.nn.Embedding(151936, 64)
@@ -52,12 +65,12 @@ for _ in range(3):
     with torch.no_grad():
         embedding.weight -= 0.5 * embedding.weight.grad
     embedding.weight.grad = None
-big = torch.empty(64 * 2**20, dtype=torch.uint8)
-libc = ctypes.CDLL(None)
-libc.sbrk.restype = ctypes.c_void_p
 digest = hashlib.sha256(embedding.weight.detach().numpy().tobytes()).hexdigest()
-print(json.dumps({"digest": digest, "page_aligned": big.data_ptr() % 4096 == 0,
-                  "in_heap": big.data_ptr() < libc.sbrk(0)}))
+big = torch.empty(64 * 2**20, dtype=torch.uint8)
+heap = [[int(a, 16) for a in line.split()[0].split("-")] for line in open("/proc/self/maps") if "[heap]" in line]
+report = {"digest": digest, "page_aligned": big.data_ptr() % 4096 == 0, "top_kept": top_kept,
+          "in_heap": any(start <= big.data_ptr() < end for start, end in heap)}
+print(json.dumps(report))
 """
 
 
@@ -69,6 +82,7 @@ def makefile_allocation_settings() -> dict[str, str]:
 
 
 def run_with(settings: dict[str, str], ids: list) -> dict:
+    """ALLOCATION_RUN in a process with SETTINGS and none of the Makefile's others."""
     env = {k: v for k, v in os.environ.items() if k not in makefile_allocation_settings()}
     out = subprocess.run([sys.executable, "-c", ALLOCATION_RUN, json.dumps(ids)], cwd=ROOT,
                          env={**env, **settings}, capture_output=True, text=True, timeout=300)
@@ -82,13 +96,16 @@ def test_the_makefiles_allocator_settings_take_effect_and_change_no_weight(token
     """The Makefile exports allocator settings for speed. THP_MEM_ALLOC_ENABLE=1: PyTorch allocates
     tensors of 2 MB and more page-aligned (64-byte-aligned otherwise) and asks Linux for huge pages
     there (c10/core/impl/alloc_cpu.cpp). MALLOC_MMAP_MAX_=0 and MALLOC_TRIM_THRESHOLD_: glibc
-    serves large blocks from its heap and keeps freed ones. The same 3 training steps give the
+    serves large blocks from its heap and keeps the space when they are freed. The same 3 training steps give the
     same weights, bit for bit, with and without them."""
     settings = makefile_allocation_settings()
     assert set(settings) == {"THP_MEM_ALLOC_ENABLE", "MALLOC_MMAP_MAX_", "MALLOC_TRIM_THRESHOLD_"}
     ids = PretrainCollator(tokenizer)(records[:2])["input_ids"].tolist()
     tuned, plain = run_with(settings, ids), run_with({}, ids)
-    assert tuned["page_aligned"] and tuned["in_heap"] and not plain["in_heap"]  # the settings took effect
+    assert tuned["page_aligned"] and tuned["in_heap"] and tuned["top_kept"]  # the settings took effect
+    assert not plain["in_heap"]
+    without_trim = run_with({k: v for k, v in settings.items() if k != "MALLOC_TRIM_THRESHOLD_"}, ids)
+    assert without_trim["in_heap"] and not without_trim["top_kept"]  # what the second setting adds
     assert tuned["digest"] == plain["digest"]
 
 
