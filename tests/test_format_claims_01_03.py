@@ -61,7 +61,7 @@ def test_stop_string_criteria_builds_in_seconds_not_ten(tokenizer):
 def test_notebook_03_no_longer_promises_a_safe_plain_text_cut():
     text = " ".join(markdown("03_label_masking.ipynb").split())
     assert "always cuts" not in text
-    assert "a choice with trade-offs" in text
+    assert "a trade-off, not a settled rule" in text
 
 
 def flat(name):
