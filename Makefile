@@ -60,6 +60,10 @@ lab: setup
 # `make test-notebooks` runs the notebooks as JupyterLab does (this machine's thread count);
 # `make test-portable` (CI runs it after this) tries other CPU settings.
 JOBS ?= 2
+# make's -j with no number means no limit: an empty or odd JOBS would start every job at once
+ifeq ($(shell echo '$(JOBS)' | grep -Ex '[1-9][0-9]*'),)
+$(error JOBS must be a whole number of jobs, 1 or more (got '$(JOBS)'))
+endif
 BUILD ?= build
 test: setup
 	$(call fresh_outputs,native)
@@ -125,7 +129,7 @@ pooled-units-b:
 # them as soon as a job slot frees, ahead of the groups that wait for 04, and the pass would end
 # later. That makes two lanes: 04, 05-06, 07, half b (about 330 s here); 01-03, half a (about
 # 310 s). With more jobs they start at once.
-ifneq ($(filter 0 1 2,$(JOBS)),)
+ifneq ($(filter 1 2,$(JOBS)),)
 pooled-units-a: | nb-group-05-06
 pooled-units-b: | nb-group-07
 endif

@@ -134,6 +134,14 @@ def test_make_elsewhere_says_it_found_no_notebooks(tmp_path):
     assert out.returncode != 0 and "no notebooks found" in out.stderr
 
 
+def test_jobs_must_be_a_whole_number():
+    for jobs in ("", "0", "two", "-1"):
+        out = subprocess.run(["make", "-n", "test", f"JOBS={jobs}"], cwd=ROOT, env=make_env(),
+                             capture_output=True, text=True)
+        assert out.returncode != 0 and "JOBS must be a whole number" in out.stderr, jobs
+    assert notebook_runs(planned("test", "JOBS=3"))
+
+
 def test_make_test_portable_tries_the_portable_kernels_then_the_machines_thread_count():
     lines = planned("test-portable")
     runs = notebook_runs(lines)
